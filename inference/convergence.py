@@ -1,0 +1,47 @@
+"""When to stop climbing a noisy ELBO.
+
+The loss of SVI is a Monte Carlo estimate, so "the loss stopped changing" has to be
+judged against its noise. :class:`Plateau` fits a straight line to the last
+``2 * window`` losses and calls a plateau only when it is confident the loss has
+stopped falling: the slope's upper bound (slope + 2 standard errors) projects a
+decrease of less than ``tol`` nats over the next window. A noisy loss therefore needs
+more steps to be called converged; an exact one (a point mass, or a guide that
+already matches a Gaussian posterior) stops as soon as it is flat.
+"""
+
+import numpy as np
+
+
+class Plateau:
+    """Detects a plateau of a noisy loss curve.
+
+    Parameters
+    ----------
+    window : int
+        Losses per window; a plateau is judged on the last two windows.
+    tol : float
+        Nats: a projected decrease over one window below this counts as flat.
+    """
+
+    def __init__(self, window: int = 100, tol: float = 0.01):
+        self.window = window
+        self.tol = tol
+        self._since_reset = 0
+
+    def reset(self) -> None:
+        """Start a fresh judgement (e.g. after the learning rate drops)."""
+        self._since_reset = 0
+
+    def update(self, losses: list[float]) -> bool:
+        """Record one more loss (the last of ``losses``); True on a plateau."""
+        self._since_reset += 1
+        n = 2 * self.window
+        if self._since_reset < n or self._since_reset % (self.window // 4 or 1):
+            return False
+        y = np.asarray(losses[-n:], dtype=float)
+        t = np.arange(n, dtype=float)
+        t -= t.mean()
+        slope = (t @ (y - y.mean())) / (t @ t)
+        resid = y - y.mean() - slope * t
+        se = np.sqrt((resid @ resid) / (n - 2) / (t @ t))
+        return bool((-slope + 2.0 * se) * self.window < self.tol)

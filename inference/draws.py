@@ -1,0 +1,217 @@
+"""Posterior draws from a model: run it under a plate of draws and read every site.
+
+Both engines end here. SVI draws come from running the guide many times at once and
+replaying the model on them; MCMC draws are fed back into the model the same way.
+The model's trace then gives, for each draw, the latent sites (constrained), the
+``pyro.deterministic`` sites and the log-likelihood of every observation, with the
+plate each dimension came from, which becomes the dimension's name.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyro
+import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+
+DRAW_PLATE = "_vilab_draws"
+
+
+@dataclass(frozen=True)
+class SiteDraws:
+    """Draws of one site.
+
+    values: shape ``(num_draws, *site_shape)`` (no draw dim for observed data).
+    dims: a name per site dimension, the plate's name for a plate dimension and
+    ``<site>_dim_<k>`` for any other.
+    """
+
+    values: np.ndarray
+    dims: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Draws:
+    """What a model says about a set of draws, by group.
+
+    posterior: latent and deterministic sites. log_likelihood: pointwise log density
+    of each observed site, per draw. observed_data: the observed values.
+    """
+
+    posterior: dict[str, SiteDraws]
+    log_likelihood: dict[str, SiteDraws]
+    observed_data: dict[str, SiteDraws]
+
+
+def trace_model(model, args, kwargs):
+    """One trace of ``model`` drawn from its prior, blocked from any outer handler."""
+    with poutine.block():
+        return poutine.trace(model).get_trace(*args, **kwargs)
+
+
+def max_plate_nesting(trace) -> int:
+    """How many plates a model trace nests (a draw plate goes to their left)."""
+    dims = [
+        f.dim
+        for site in trace.nodes.values()
+        if site["type"] == "sample"
+        for f in site["cond_indep_stack"]
+        if f.vectorized
+    ]
+    return -min(dims) if dims else 0
+
+
+def latent_sites(trace) -> list[str]:
+    """Names of the latent (sampled, not observed, not auxiliary) sites of a trace."""
+    return [
+        name
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample"
+        and not site["is_observed"]
+        and not site_is_subsample(site)
+        and not site["infer"].get("is_auxiliary")
+    ]
+
+
+def _plate_names(site) -> dict[int, str]:
+    return {f.dim: f.name for f in site["cond_indep_stack"] if f.vectorized}
+
+
+def _strip(value, name, site, nesting, num_draws, event_dim):
+    """Turn a site value into ``(array with leading draw dim, dim names)``.
+
+    ``num_draws=None`` means the value holds a single draw (no draw dim yet).
+    """
+    plates = _plate_names(site)
+    dims, unnamed = [], 0
+    if num_draws is None:
+        batch_ndim = value.dim() - event_dim
+        for i in range(value.dim()):
+            d = i - batch_ndim
+            if i < batch_ndim and d in plates:
+                dims.append(plates[d])
+            else:
+                dims.append(f"{name}_dim_{unnamed}")
+                unnamed += 1
+        return value.unsqueeze(0), tuple(dims)
+    batch_ndim = value.dim() - event_dim
+    if batch_ndim > nesting + 1:
+        raise ValueError(f"site {name!r} has batch dims that are not plates")
+    value = value.reshape((1,) * (nesting + 1 - batch_ndim) + tuple(value.shape))
+    value = value.expand((num_draws,) + tuple(value.shape[1:]))
+    drop = []
+    for j in range(1, nesting + 1):
+        d = j - nesting - 1
+        if d in plates:
+            dims.append(plates[d])
+        elif value.shape[j] != 1:
+            dims.append(f"{name}_dim_{unnamed}")
+            unnamed += 1
+        else:
+            drop.append(j)
+    for _ in range(event_dim):
+        dims.append(f"{name}_dim_{unnamed}")
+        unnamed += 1
+    for j in reversed(drop):
+        value = value.squeeze(j)
+    return value, tuple(dims)
+
+
+def _event_dim(site, value, nesting, vectorized):
+    if site["infer"].get("_deterministic"):
+        # pyro.deterministic marks the whole value as event; the plates say otherwise.
+        return max(0, value.dim() - (nesting + 1 if vectorized else nesting))
+    return site["fn"].event_dim
+
+
+def read_trace(trace, nesting, num_draws, latent) -> Draws:
+    """Read the groups of a model trace run on draws.
+
+    ``num_draws`` is the size of the draw plate the trace ran under, or None for a
+    trace of a single draw.
+    """
+    posterior, loglik, observed = {}, {}, {}
+    vectorized = num_draws is not None
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        value = site["value"].detach()
+        deterministic = site["infer"].get("_deterministic", False)
+        if deterministic or name in latent:
+            ev = _event_dim(site, value, nesting, vectorized)
+            arr, dims = _strip(value, name, site, nesting, num_draws, ev)
+            posterior[name] = SiteDraws(arr.cpu().numpy(), dims)
+        elif site["is_observed"]:
+            lp = site["fn"].log_prob(value).detach()
+            lp = lp.expand(torch.broadcast_shapes(lp.shape, site["fn"].batch_shape))
+            arr, dims = _strip(lp, name, site, nesting, num_draws, 0)
+            loglik[name] = SiteDraws(arr.cpu().numpy(), dims)
+            obs, obs_dims = _strip(value, name, site, nesting, None, site["fn"].event_dim)
+            observed[name] = SiteDraws(obs[0].cpu().numpy(), obs_dims)
+    return Draws(posterior, loglik, observed)
+
+
+def replay_samples(model, samples: dict[str, torch.Tensor], args, kwargs) -> Draws:
+    """Run ``model`` on MCMC ``samples`` (each ``(num_draws, *site_shape)``).
+
+    One vectorized pass under a plate of draws; a loop over draws for models that do
+    not broadcast.
+    """
+    prototype = trace_model(model, args, kwargs)
+    nesting = max_plate_nesting(prototype)
+    num_draws = next(iter(samples.values())).shape[0]
+    try:
+        shaped = {}
+        for name, value in samples.items():
+            site_shape = prototype.nodes[name]["value"].shape
+            pad = nesting - (len(site_shape) - prototype.nodes[name]["fn"].event_dim)
+            shaped[name] = value.reshape((num_draws,) + (1,) * max(pad, 0) + tuple(site_shape))
+        with poutine.block(), pyro.plate(DRAW_PLATE, num_draws, dim=-nesting - 1):
+            trace = poutine.trace(poutine.condition(model, shaped)).get_trace(*args, **kwargs)
+        return read_trace(trace, nesting, num_draws, set(samples))
+    except (RuntimeError, ValueError, IndexError):
+        parts = []
+        for i in range(num_draws):
+            point = {k: v[i] for k, v in samples.items()}
+            with poutine.block():
+                trace = poutine.trace(poutine.condition(model, point)).get_trace(*args, **kwargs)
+            parts.append(read_trace(trace, nesting, None, set(samples)))
+        return stack_draws(parts)
+
+
+def guide_draws(model, guide, num_draws: int, args, kwargs) -> Draws:
+    """Draw ``num_draws`` times from ``guide`` and replay ``model`` on each draw."""
+    prototype = trace_model(model, args, kwargs)
+    nesting = max_plate_nesting(prototype)
+    latent = set(latent_sites(prototype))
+    try:
+        with poutine.block(), pyro.plate(DRAW_PLATE, num_draws, dim=-nesting - 1):
+            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+                *args, **kwargs
+            )
+        return read_trace(trace, nesting, num_draws, latent)
+    except (RuntimeError, ValueError, IndexError):
+        parts = []
+        for _ in range(num_draws):
+            with poutine.block():
+                guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+                trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+                    *args, **kwargs
+                )
+            parts.append(read_trace(trace, nesting, None, latent))
+        return stack_draws(parts)
+
+
+def stack_draws(parts: list[Draws]) -> Draws:
+    """Concatenate single-draw results along the draw dimension."""
+
+    def cat(group):
+        first = getattr(parts[0], group)
+        return {
+            k: SiteDraws(np.concatenate([getattr(p, group)[k].values for p in parts]), v.dims)
+            for k, v in first.items()
+        }
+
+    return Draws(cat("posterior"), cat("log_likelihood"), parts[0].observed_data)

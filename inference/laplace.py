@@ -1,0 +1,149 @@
+"""MAP and Laplace approximation in the unconstrained space of a model's latents.
+
+Used as the starting point and the whitening basis of SVI's Gaussian families: on
+a badly scaled, correlated posterior the Laplace approximation is close to the
+answer, and in the basis it defines the posterior looks like N(0, I).
+
+References
+----------
+MacKay, D. J. C. (2003). Information Theory, Inference, and Learning Algorithms, ch. 27.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from pyro import poutine
+from pyro.distributions.transforms import biject_to
+
+from inference.draws import latent_sites, trace_model
+
+MAX_DENSE_DIM = 400  # above this, skip the Hessian: d backward passes get too dear
+
+
+@dataclass(frozen=True)
+class Laplace:
+    """A Gaussian ``N(loc, precision^-1)`` over the packed unconstrained latents.
+
+    sites: (name, unconstrained shape) in the model's order; the packed vector is their
+    concatenation. ok: the MAP search converged and the Hessian is positive definite;
+    otherwise ``loc`` is only a feasible starting point and ``precision`` the identity.
+    """
+
+    sites: tuple[tuple[str, tuple[int, ...]], ...]
+    loc: torch.Tensor
+    precision: torch.Tensor
+    ok: bool
+    message: str
+
+    @property
+    def scale_tril(self) -> torch.Tensor:
+        """Cholesky factor of the covariance ``precision^-1``."""
+        eye = torch.eye(len(self.loc), dtype=self.loc.dtype)
+        cov = torch.cholesky_solve(eye, torch.linalg.cholesky(self.precision))
+        return torch.linalg.cholesky((cov + cov.T) / 2)
+
+    @property
+    def meanfield_scale(self) -> torch.Tensor:
+        """The mean-field optimum for a Gaussian posterior: ``1 / sqrt(diag(precision))``."""
+        return self.precision.diagonal().rsqrt()
+
+
+def feasible_value(site) -> torch.Tensor:
+    """A point inside the support: the prior median, or 0 unconstrained for improper priors."""
+    fn = site["fn"]
+    transform = biject_to(fn.support)
+    try:
+        draws = torch.stack([fn.sample() for _ in range(15)])
+        value = draws.median(dim=0).values
+        if torch.isfinite(transform.inv(value)).all():
+            return value
+    except (NotImplementedError, ValueError, RuntimeError):
+        pass
+    shape = fn.batch_shape + fn.event_shape
+    return transform(torch.zeros(transform.inverse_shape(shape)))
+
+
+def unconstrained_sites(model, args, kwargs):
+    """The latent sites, their feasible start values (unconstrained) and transforms."""
+    trace = trace_model(model, args, kwargs)
+    names = latent_sites(trace)
+    sites, starts, transforms = [], [], {}
+    for name in names:
+        site = trace.nodes[name]
+        transform = biject_to(site["fn"].support)
+        u = transform.inv(feasible_value(site))
+        sites.append((name, tuple(u.shape)))
+        starts.append(u.reshape(-1))
+        transforms[name] = transform
+    start = torch.cat(starts) if starts else torch.zeros(0)
+    return tuple(sites), start, transforms
+
+
+def potential_fn(model, args, kwargs, sites, transforms):
+    """``U(x) = -log p(x_constrained, data) - log|J|`` for a packed unconstrained ``x``."""
+
+    def potential(x):
+        values, log_jac, pos = {}, 0.0, 0
+        for name, shape in sites:
+            size = int(torch.Size(shape).numel())
+            u = x[pos : pos + size].reshape(shape)
+            pos += size
+            v = transforms[name](u)
+            values[name] = v
+            log_jac = log_jac + transforms[name].log_abs_det_jacobian(u, v).sum()
+        with poutine.block():
+            trace = poutine.trace(poutine.condition(model, values)).get_trace(*args, **kwargs)
+        return -(trace.log_prob_sum() + log_jac)
+
+    return potential
+
+
+def laplace(model, args, kwargs, max_iter: int = 500) -> Laplace:
+    """Find the MAP with L-BFGS and take the Hessian of ``U`` there.
+
+    Falls back (``ok=False``) to the feasible start and an identity precision when the
+    search does not converge (e.g. a funnel whose density is unbounded) or the Hessian
+    is not positive definite.
+    """
+    sites, x0, transforms = unconstrained_sites(model, args, kwargs)
+    potential = potential_fn(model, args, kwargs, sites, transforms)
+    eye = torch.eye(len(x0), dtype=x0.dtype)
+
+    def fallback(message):
+        return Laplace(sites, x0.detach(), eye, False, message)
+
+    x = x0.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS(
+        [x],
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-9,
+        tolerance_change=1e-14,
+    )
+
+    def closure():
+        opt.zero_grad()
+        u = potential(x)
+        u.backward()
+        return u
+
+    try:
+        opt.step(closure)
+        u = potential(x)
+        (grad,) = torch.autograd.grad(u, x)
+    except (RuntimeError, ValueError) as err:
+        return fallback(f"MAP search failed: {err}")
+    if not torch.isfinite(u) or not torch.isfinite(x).all():
+        return fallback("MAP search left the finite region")
+    if grad.abs().max() > 1e-3 * (1.0 + u.abs()):
+        return fallback(f"MAP search did not converge (|grad| = {grad.abs().max():.3g})")
+    x = x.detach()
+    if len(x) > MAX_DENSE_DIM:
+        return Laplace(sites, x, eye, False, "too many latents for a dense Hessian")
+    hess = torch.autograd.functional.hessian(potential, x)
+    hess = (hess + hess.T) / 2
+    if not torch.isfinite(hess).all() or torch.linalg.eigvalsh(hess).min() <= 0:
+        return Laplace(sites, x, eye, False, "Hessian at the MAP is not positive definite")
+    return Laplace(sites, x, hess, True, "ok")
