@@ -44,11 +44,11 @@ bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check models guides inference tests benchmarks
-	$(VENV)/bin/ruff format --check models guides inference tests benchmarks
+	$(VENV)/bin/ruff check models guides inference tests benchmarks notebooks/run.py
+	$(VENV)/bin/ruff format --check models guides inference tests benchmarks notebooks/run.py
 
 notebooks: $(STAMP)
-	$(PY) -m tests.run_notebooks --full
+	$(PY) notebooks/run.py --full
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
