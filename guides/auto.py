@@ -18,12 +18,13 @@ learning rate moves every direction at the right speed. Without a Laplace result
 basis is the identity and ``c`` a feasible point (the prior median).
 """
 
+import pyro
 import torch
 from pyro import distributions as dist
 from pyro.distributions import constraints
-from pyro.distributions.transforms import AffineTransform, affine_autoregressive
+from pyro.distributions.transforms import AffineTransform, affine_autoregressive, biject_to
 from pyro.infer import autoguide as pyro_autoguide
-from pyro.nn import PyroModule, PyroParam
+from pyro.nn import PyroParam
 from torch import nn
 
 AUTOGUIDES = ("normal", "mvn", "lowrank", "delta", "iaf")
@@ -51,7 +52,7 @@ class WhitenedAutoGuide(pyro_autoguide.AutoContinuous):
         self.family = family
         self._laplace = laplace
         self._rank = rank
-        super().__init__(model, init_loc_fn=pyro_autoguide.init_to_median)
+        super().__init__(model, init_loc_fn=init_to_median_or_zero)
 
     def _setup_prototype(self, *args, **kwargs):
         super()._setup_prototype(*args, **kwargs)
@@ -80,10 +81,18 @@ class WhitenedAutoGuide(pyro_autoguide.AutoContinuous):
         elif self.family == "lowrank":
             self._setup_lowrank(tril, d, dtype)
         else:
+            # The flows act on a standard normal; a learned affine map (u_loc, u_scale)
+            # then places it in the whitened basis. The stable (gated) variant starts
+            # close to the identity, so the family starts close to N(c, diag(B)^2).
             self.basis = (tril @ tril.T).diagonal().sqrt()
-            self.flow = PyroModule[nn.ModuleList](
-                [affine_autoregressive(d, hidden_dims=[max(2 * d, 8)]) for _ in range(2)]
+            self.u_scale = PyroParam(torch.ones(d, dtype=dtype), constraints.positive)
+            flow = nn.ModuleList(
+                [
+                    affine_autoregressive(d, hidden_dims=[max(2 * d, 8)], stable=True)
+                    for _ in range(2)
+                ]
             )
+            self.flow = flow
 
     def _setup_lowrank(self, tril, d, dtype):
         # Whiten by the marginal sds; start the factor at the top eigenvectors of the
@@ -102,18 +111,28 @@ class WhitenedAutoGuide(pyro_autoguide.AutoContinuous):
     def get_posterior(self, *args, **kwargs):
         c, u_loc = self.center, self.u_loc
         if self.family == "normal":
-            return dist.Normal(c + self.basis * u_loc, self.basis * self.u_scale).to_event(1)
+            scale = self.basis * self.u_scale
+            return dist.Normal(c + self.basis * u_loc, scale, validate_args=False).to_event(1)
         if self.family == "mvn":
+            # Valid by construction (a product of lower-triangular factors with positive
+            # diagonals): skip the argument check, which costs more than the step itself.
             return dist.MultivariateNormal(
-                c + self.basis @ u_loc, scale_tril=self.basis @ self.u_scale_tril
+                c + self.basis @ u_loc,
+                scale_tril=self.basis @ self.u_scale_tril,
+                validate_args=False,
             )
         if self.family == "lowrank":
             b = self.basis
             return dist.LowRankMultivariateNormal(
-                c + b * u_loc, b[:, None] * self.u_cov_factor, b**2 * self.u_cov_diag
+                c + b * u_loc,
+                b[:, None] * self.u_cov_factor,
+                b**2 * self.u_cov_diag,
+                validate_args=False,
             )
+        # Register the flow's weights as Pyro params (seen by the optimiser and the JIT).
+        pyro.module(f"{self._pyro_name}.flow", self.flow)
         base = dist.Normal(torch.zeros_like(c), torch.ones_like(c)).to_event(1)
-        shift = AffineTransform(c + self.basis * u_loc, self.basis, event_dim=1)
+        shift = AffineTransform(c + self.basis * u_loc, self.basis * self.u_scale, event_dim=1)
         return dist.TransformedDistribution(base, list(self.flow) + [shift])
 
     def _loc_scale(self, *args, **kwargs):
@@ -139,20 +158,32 @@ class WhitenedAutoGuide(pyro_autoguide.AutoContinuous):
         return out
 
 
+def init_to_median_or_zero(site):
+    """Pyro's ``init_to_median``, or 0 unconstrained for a prior that cannot be sampled.
+
+    Pyro's own fallback (``init_to_feasible``) samples too, so an ``ImproperUniform``
+    prior needs this one.
+    """
+    try:
+        return pyro_autoguide.init_to_median(site)
+    except NotImplementedError:
+        fn = site["fn"]
+        transform = biject_to(fn.support)
+        return transform(torch.zeros(transform.inverse_shape(fn.batch_shape + fn.event_shape)))
+
+
 def autoguide(name: str, model, laplace=None):
     """Build the autoguide ``name`` (one of :data:`AUTOGUIDES`) around ``model``."""
     if name not in AUTOGUIDES:
         raise ValueError(f"unknown guide {name!r}; choose one of: {', '.join(AUTOGUIDES)}")
     if name == "delta":
         if laplace is None:
-            return pyro_autoguide.AutoDelta(model, init_loc_fn=pyro_autoguide.init_to_median)
+            return pyro_autoguide.AutoDelta(model, init_loc_fn=init_to_median_or_zero)
         return pyro_autoguide.AutoDelta(model, init_loc_fn=_init_to_laplace(laplace))
     return WhitenedAutoGuide(model, name, laplace=laplace)
 
 
 def _init_to_laplace(laplace):
-    from pyro.distributions.transforms import biject_to
-
     values, pos = {}, 0
     for name, shape in laplace.sites:
         size = int(torch.Size(shape).numel())
@@ -162,7 +193,7 @@ def _init_to_laplace(laplace):
     def init(site):
         u = values.get(site["name"])
         if u is None:
-            return pyro_autoguide.init_to_median(site)
+            return init_to_median_or_zero(site)
         return biject_to(site["fn"].support)(u)
 
     return init

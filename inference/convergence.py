@@ -4,12 +4,18 @@ The loss of SVI is a Monte Carlo estimate, so "the loss stopped changing" has to
 judged against its noise. :class:`Plateau` fits a straight line to the last
 ``2 * window`` losses and calls a plateau only when it is confident the loss has
 stopped falling: the slope's upper bound (slope + 2 standard errors) projects a
-decrease of less than ``tol`` nats over the next window. A noisy loss therefore needs
+decrease of less than ``tol`` nats over the next window. When the loss is too noisy
+for that span to resolve ``tol`` (2 standard errors alone exceed it), the span doubles
+(4, 8, ... windows, as far as the losses go) and, without a span that resolves it, there
+is no verdict: a short noisy span would otherwise call a plateau whenever the noise
+tilts it upwards, also on a curve that is still falling. A noisy loss therefore needs
 more steps to be called converged; an exact one (a point mass, or a guide that
 already matches a Gaussian posterior) stops as soon as it is flat.
 """
 
 import numpy as np
+
+Z = 2.0  # standard errors in the one-sided bound on the slope
 
 
 class Plateau:
@@ -18,7 +24,7 @@ class Plateau:
     Parameters
     ----------
     window : int
-        Losses per window; a plateau is judged on the last two windows.
+        Losses per window; a plateau is judged on the last two windows (more if noisy).
     tol : float
         Nats: a projected decrease over one window below this counts as flat.
     """
@@ -38,10 +44,22 @@ class Plateau:
         n = 2 * self.window
         if self._since_reset < n or self._since_reset % (self.window // 4 or 1):
             return False
-        y = np.asarray(losses[-n:], dtype=float)
-        t = np.arange(n, dtype=float)
-        t -= t.mean()
-        slope = (t @ (y - y.mean())) / (t @ t)
-        resid = y - y.mean() - slope * t
-        se = np.sqrt((resid @ resid) / (n - 2) / (t @ t))
-        return bool((-slope + 2.0 * se) * self.window < self.tol)
+        # Judge on the shortest span (2, 4, 8, ... windows) that resolves ``tol``.
+        while n <= self._since_reset:
+            slope, se = _trend(losses[-n:])
+            if Z * se * self.window < self.tol:
+                return bool((-slope + Z * se) * self.window < self.tol)
+            n *= 2
+        return False
+
+
+def _trend(losses) -> tuple[float, float]:
+    """Least-squares slope of ``losses`` against the step, and its standard error."""
+    y = np.asarray(losses, dtype=float)
+    n = len(y)
+    t = np.arange(n, dtype=float)
+    t -= t.mean()
+    slope = (t @ (y - y.mean())) / (t @ t)
+    resid = y - y.mean() - slope * t
+    se = np.sqrt((resid @ resid) / (n - 2) / (t @ t))
+    return float(slope), float(se)

@@ -9,13 +9,15 @@ References
 MacKay, D. J. C. (2003). Information Theory, Inference, and Learning Algorithms, ch. 27.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
 from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 from pyro.distributions.transforms import biject_to
 
-from inference.draws import latent_sites, trace_model
+from inference.draws import latent_sites, trace_model, zero_point
 
 MAX_DENSE_DIM = 400  # above this, skip the Hessian: d backward passes get too dear
 
@@ -59,8 +61,7 @@ def feasible_value(site) -> torch.Tensor:
             return value
     except (NotImplementedError, ValueError, RuntimeError):
         pass
-    shape = fn.batch_shape + fn.event_shape
-    return transform(torch.zeros(transform.inverse_shape(shape)))
+    return zero_point(fn)
 
 
 def unconstrained_sites(model, args, kwargs):
@@ -79,8 +80,43 @@ def unconstrained_sites(model, args, kwargs):
     return tuple(sites), start, transforms
 
 
-def potential_fn(model, args, kwargs, sites, transforms):
-    """``U(x) = -log p(x_constrained, data) - log|J|`` for a packed unconstrained ``x``."""
+MAX_MINIBATCHES = 20  # minibatches that stand in for the full data in a subsampled model
+
+
+def minibatch_plan(trace, generator: torch.Generator) -> list[dict[str, torch.Tensor]]:
+    """Fixed subsample indices for each subsampled plate: a partition into minibatches.
+
+    A model with ``pyro.plate(..., subsample_size=n)`` gives a different objective at each
+    call. Averaging its (already rescaled) log density over a partition of the data into
+    minibatches of size ``n`` gives the full-data log density, deterministically; more
+    than ``MAX_MINIBATCHES`` minibatches are capped (then it is an unbiased estimate with
+    fixed indices). Returns one ``{plate name: indices}`` per minibatch ([{}] if none).
+    """
+    plates = {
+        name: (site["fn"].size, len(site["value"]))
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and site_is_subsample(site)
+    }
+    plates = {k: v for k, v in plates.items() if v[1] < v[0]}
+    if not plates:
+        return [{}]
+    count = max(math.ceil(size / n) for size, n in plates.values())
+    count = min(count, MAX_MINIBATCHES)
+    plan = [{} for _ in range(count)]
+    for name, (size, n) in plates.items():
+        order = torch.randperm(size, generator=generator)
+        order = torch.cat([order, order[: n * count]])  # wrap so every batch has n
+        for k in range(count):
+            plan[k][name] = order[k * n : (k + 1) * n]
+    return plan
+
+
+def potential_fn(model, args, kwargs, sites, transforms, plan=({},)):
+    """``U(x) = -log p(x_constrained, data) - log|J|`` for a packed unconstrained ``x``.
+
+    ``plan`` fixes the subsample indices (see :func:`minibatch_plan`); U is averaged
+    over its minibatches.
+    """
 
     def potential(x):
         values, log_jac, pos = {}, 0.0, 0
@@ -91,9 +127,13 @@ def potential_fn(model, args, kwargs, sites, transforms):
             v = transforms[name](u)
             values[name] = v
             log_jac = log_jac + transforms[name].log_abs_det_jacobian(u, v).sum()
-        with poutine.block():
-            trace = poutine.trace(poutine.condition(model, values)).get_trace(*args, **kwargs)
-        return -(trace.log_prob_sum() + log_jac)
+        log_p = 0.0
+        for indices in plan:
+            with poutine.block():
+                conditioned = poutine.condition(model, {**values, **indices})
+                trace = poutine.trace(conditioned).get_trace(*args, **kwargs)
+            log_p = log_p + trace.log_prob_sum()
+        return -(log_p / len(plan) + log_jac)
 
     return potential
 
@@ -106,7 +146,8 @@ def laplace(model, args, kwargs, max_iter: int = 500) -> Laplace:
     is not positive definite.
     """
     sites, x0, transforms = unconstrained_sites(model, args, kwargs)
-    potential = potential_fn(model, args, kwargs, sites, transforms)
+    plan = minibatch_plan(trace_model(model, args, kwargs), torch.Generator().manual_seed(0))
+    potential = potential_fn(model, args, kwargs, sites, transforms, plan)
     eye = torch.eye(len(x0), dtype=x0.dtype)
 
     def fallback(message):
