@@ -71,7 +71,7 @@ def reference_frame(reference) -> pd.DataFrame:
         if missing:
             raise ValueError(f"reference table lacks columns {sorted(missing)}")
         return reference
-    if isinstance(reference, Mapping):
+    if isinstance(reference, Mapping) and not isinstance(reference, xr.DataTree):
         rows = {k: {"mean": float(v[0]), "sd": float(v[1])} for k, v in reference.items()}
         return pd.DataFrame.from_dict(rows, orient="index")
     flat = flatten(as_datatree(reference).posterior.to_dataset())

@@ -13,6 +13,8 @@ import numpy as np
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions.transforms import biject_to
+from pyro.infer.autoguide.initialization import InitMessenger
 from pyro.poutine.util import site_is_subsample
 
 DRAW_PLATE = "_vilab_draws"
@@ -44,10 +46,27 @@ class Draws:
     observed_data: dict[str, SiteDraws]
 
 
+def zero_point(fn) -> torch.Tensor:
+    """The point of ``fn``'s support at 0 in the unconstrained space (no sampling needed)."""
+    transform = biject_to(fn.support)
+    return transform(torch.zeros(transform.inverse_shape(fn.batch_shape + fn.event_shape)))
+
+
+def _prior_draw(site):
+    """A draw from the site's prior; for a prior that cannot be sampled, its zero point."""
+    try:
+        return site["fn"].sample().detach()
+    except NotImplementedError:  # e.g. ImproperUniform
+        return zero_point(site["fn"])
+
+
 def trace_model(model, args, kwargs):
-    """One trace of ``model`` drawn from its prior, blocked from any outer handler."""
+    """One trace of ``model`` drawn from its prior, blocked from any outer handler.
+
+    Latent sites whose prior cannot be sampled (``ImproperUniform``) get a feasible value.
+    """
     with poutine.block():
-        return poutine.trace(model).get_trace(*args, **kwargs)
+        return poutine.trace(InitMessenger(_prior_draw)(model)).get_trace(*args, **kwargs)
 
 
 def max_plate_nesting(trace) -> int:

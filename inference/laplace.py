@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 from pyro import poutine
-from pyro.poutine.util import site_is_subsample
 from pyro.distributions.transforms import biject_to
+from pyro.poutine.util import site_is_subsample
 
 from inference.draws import latent_sites, trace_model, zero_point
 

@@ -32,7 +32,7 @@ from pyro.distributions.transforms import biject_to
 from pyro.infer import MCMC, NUTS
 
 from inference.datatree import model_coords, to_datatree
-from inference.draws import Draws, replay_samples
+from inference.draws import Draws, max_plate_nesting, replay_samples, trace_model
 from inference.isolation import cast, isolated
 from inference.laplace import feasible_value, unconstrained_sites
 from inference.validation import check_positive_int, check_probability
@@ -143,7 +143,11 @@ class NUTSResult:
     def draws(self) -> Draws:
         """The draws replayed through the model (deterministic sites, log-likelihood)."""
         flat = {k: v.reshape((-1,) + tuple(v.shape[2:])) for k, v in self.samples.items()}
-        return replay_samples(self.model, flat, self.args, self.kwargs)
+        # Replay in the dtype the chains ran in: a prior that cannot be sampled
+        # (ImproperUniform) gets its placeholder value in the default dtype.
+        dtype = next(iter(flat.values())).dtype if flat else None
+        with isolated(0, dtype):
+            return replay_samples(self.model, flat, self.args, self.kwargs)
 
     def to_datatree(self) -> xr.DataTree:
         """ArviZ DataTree: posterior (chain, draw, ...), sample_stats, log_likelihood, observed."""
@@ -194,6 +198,9 @@ def _run_chain(model, args, kwargs, chain, opts):
             init_strategy=_init_strategy(opts["init"], 1.0, generator),
             inverse_mass_matrix=opts["inverse_mass"],
             max_tree_depth=opts["max_tree_depth"],
+            # Given, so Pyro does not trace the model from its prior to guess it (which
+            # fails for priors that cannot be sampled, such as ImproperUniform).
+            max_plate_nesting=opts["max_plate_nesting"],
         )
         mcmc = MCMC(
             kernel,
@@ -259,6 +266,7 @@ def run_nuts(
     kwargs = cast(dict(model_kwargs or {}), dtype)
     with isolated(seed, dtype):
         sites, _, _ = unconstrained_sites(model, args, kwargs)
+        nesting = max_plate_nesting(trace_model(model, args, kwargs))
     dim = sum(int(torch.Size(shape).numel()) for _, shape in sites)
     dense = dim <= DENSE_MASS_MAX_DIM if dense_mass is None else bool(dense_mass)
     init, inverse_mass = None, None
@@ -278,6 +286,7 @@ def run_nuts(
         warmup_steps=warmup_steps,
         progress_bar=progress_bar,
         max_tree_depth=max_tree_depth,
+        max_plate_nesting=nesting,
     )
     start = time.perf_counter()
     if parallel and num_chains > 1:

@@ -165,15 +165,19 @@ def _resolve_guide(guide, model, args, kwargs):
     if guide not in AUTOGUIDES:
         raise ValueError(f"unknown guide {guide!r}; choose one of: {', '.join(AUTOGUIDES)}")
     start = laplace_fit(model, args, kwargs)
-    built = autoguide(guide, model, laplace=start)
-    if start.ok and guide != "delta" and _poor_start(model, built, args, kwargs):
+    # Judge the Laplace approximation itself (full covariance), not the family built
+    # on it: a mean-field start on a correlated posterior has a large IWAE - ELBO gap
+    # even where the Laplace fit is exact, and is then the mean-field optimum.
+    probe = autoguide("mvn", model, laplace=start)
+    poor = start.ok and guide != "delta" and _poor_start(model, probe, args, kwargs)
+    pyro.get_param_store().clear()  # the probe's parameters are not the fit's
+    if poor:
         # The Laplace fit is far from the posterior (e.g. the MAP of a funnel sits where
         # little mass is): its basis would make Adam crawl. Start from the prior median
         # in the identity basis instead.
-        pyro.get_param_store().clear()
         start = dataclasses.replace(start, ok=False, message="Laplace start is a poor fit")
-        built = autoguide(guide, model, laplace=None)
-    return built, guide, start
+        return autoguide(guide, model, laplace=None), guide, start
+    return autoguide(guide, model, laplace=start), guide, start
 
 
 def _poor_start(model, guide, args, kwargs) -> bool:
@@ -325,6 +329,11 @@ def _optimise(loss_fn, model, guide, args, kwargs, num_steps, lr, progress_bar):
                 except (RuntimeError, TypeError, ValueError) as err:
                     if step == 0 and _is_jit(loss_fn):
                         raise _CompileError from err
+                    if step > 0 and not isinstance(err, TypeError):
+                        # E.g. Pyro's validation rejecting a NaN parameter: the fit blew up.
+                        first = (str(err).splitlines() or [""])[0][:200]
+                        what = f"the model or guide failed ({type(err).__name__}: {first})"
+                        raise _blow_up(what, step, losses) from err
                     raise
             new = {
                 site["value"].unconstrained() for site in param_capture.trace.nodes.values()
@@ -334,11 +343,7 @@ def _optimise(loss_fn, model, guide, args, kwargs, num_steps, lr, progress_bar):
                 optimizer = _grow_optimizer(optimizer, new, step_lr)
             value = float(loss.detach())
             if not math.isfinite(value):
-                last = next((x for x in reversed(losses) if math.isfinite(x)), float("nan"))
-                raise FitError(
-                    f"the loss became {value} at step {step}; last finite loss {last:.4g}. "
-                    "Try a smaller lr or a guide that starts closer to the posterior."
-                )
+                raise _blow_up(f"the loss became {value}", step, losses)
             for group in optimizer.param_groups:
                 group["lr"] = step_lr
             optimizer.zero_grad()
@@ -364,6 +369,14 @@ def _optimise(loss_fn, model, guide, args, kwargs, num_steps, lr, progress_bar):
         bar.close()
     average.apply()
     return losses, False
+
+
+def _blow_up(what: str, step: int, losses: list[float]) -> FitError:
+    last = next((x for x in reversed(losses) if math.isfinite(x)), float("nan"))
+    return FitError(
+        f"{what} at step {step}; last finite loss {last:.4g}. "
+        "Try a smaller lr or a guide that starts closer to the posterior."
+    )
 
 
 def _grow_optimizer(optimizer, new_params, lr):

@@ -1,0 +1,213 @@
+"""``python -m benchmarks``: NUTS and SVI on eight schools, vilab against Pyro and NumPyro.
+
+Full budgets by default (under 15 minutes on two cores); ``--quick`` for a check that
+the code runs (under 2 minutes). Prints the tables and writes ``results.json``.
+"""
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Per-method budgets.
+
+    warmup_steps, num_samples: every NUTS chain. warm_start_warmup: NUTS warmup after
+    an SVI warm start. svi_steps: fixed steps of the Pyro and NumPyro SVI loops.
+    vilab_svi_steps: ``fit_svi``'s ``num_steps`` (its most; it stops on convergence).
+    """
+
+    warmup_steps: int
+    num_samples: int
+    warm_start_warmup: int
+    svi_steps: int
+    vilab_svi_steps: int
+
+
+FULL = Budget(
+    warmup_steps=1000,
+    num_samples=1000,
+    warm_start_warmup=200,
+    svi_steps=3000,
+    vilab_svi_steps=2000,
+)
+QUICK = Budget(
+    warmup_steps=100, num_samples=100, warm_start_warmup=50, svi_steps=300, vilab_svi_steps=300
+)
+TINY = Budget(warmup_steps=5, num_samples=5, warm_start_warmup=5, svi_steps=20, vilab_svi_steps=20)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small budgets (< 2 min)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads for torch and XLA (default 1; 0 leaves the libraries' defaults)",
+    )
+    parser.add_argument("--no-numpyro", action="store_true", help="leave NumPyro out")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results file (default benchmarks/results.json; results-quick.json with --quick)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="only profile vilab run_nuts (jit off, 100 + 100) with cProfile and print it",
+    )
+    args = parser.parse_args(argv)
+    if args.threads < 0:
+        parser.error("--threads must be >= 0")
+    return args
+
+
+def configure_threads(threads: int) -> None:
+    """Pin torch and XLA to ``threads`` intra-op threads (0: leave their defaults).
+
+    On models this small, intra-op parallelism buys nothing and, on a busy machine,
+    costs a lot: a second torch thread that is not scheduled stalls every op.
+    """
+    if threads == 0:
+        return
+    import torch
+
+    torch.set_num_threads(threads)
+    if threads == 1:  # read when JAX starts its CPU backend
+        flags = os.environ.get("XLA_FLAGS", "")
+        extra = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        os.environ["XLA_FLAGS"] = f"{flags} {extra}".strip()
+
+
+def numpyro_available() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in ("numpyro", "jax"))
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def warm_up(with_numpyro: bool, seed: int = 0) -> float:
+    """Touch every library once, so that one-off start-up costs land on no method.
+
+    Torch imports ``torch._dynamo`` (seconds) on an optimiser's first step; JAX starts
+    its backend on first use and lowers each kind of operation once per process. Each
+    engine (vilab SVI and NUTS, NumPyro NUTS and SVI) runs once at a tiny size. The
+    measured runs still build fresh kernels and guides, so their JIT tracing or XLA
+    compilation of the model is counted.
+    Returns the seconds it took.
+    """
+    from benchmarks import nuts, svi
+
+    start = time.perf_counter()
+    svi.run_vilab_svi(TINY.vilab_svi_steps, seed=seed)
+    nuts.run_vilab_nuts(TINY.warmup_steps, TINY.num_samples, jit=False, seed=seed)
+    if with_numpyro:
+        from benchmarks import numpyro_eight_schools as npy
+
+        npy.run_numpyro_nuts(TINY.warmup_steps, TINY.num_samples, seed=seed)
+        npy.run_numpyro_svi(TINY.svi_steps, seed=seed)
+    return time.perf_counter() - start
+
+
+def run_vilab(budget: Budget, seed: int, log=_log) -> tuple[list, list]:
+    """The vilab and plain-Pyro runs (no NumPyro): NUTS runs, SVI runs."""
+    from benchmarks import nuts, svi
+
+    b = budget
+    nuts_runs = [
+        lambda: nuts.run_vilab_nuts(b.warmup_steps, b.num_samples, jit=False, seed=seed),
+        lambda: nuts.run_vilab_nuts(b.warmup_steps, b.num_samples, jit=True, seed=seed),
+        lambda: nuts.run_vilab_warm_nuts(
+            b.warm_start_warmup, b.num_samples, svi_steps=b.vilab_svi_steps, seed=seed
+        ),
+        lambda: nuts.run_pyro_nuts(b.warmup_steps, b.num_samples, seed=seed),
+    ]
+    svi_runs = [
+        lambda: svi.run_vilab_svi(b.vilab_svi_steps, seed=seed),
+        lambda: svi.run_pyro_svi(b.svi_steps, seed=seed),
+        lambda: svi.run_pyro_svi(b.svi_steps, jit=True, seed=seed),
+    ]
+    return _run_all(nuts_runs, log), _run_all(svi_runs, log)
+
+
+def run_numpyro(budget: Budget, seed: int, log=_log) -> tuple[list, list]:
+    """The NumPyro runs: NUTS (cold, then compiled) and SVI."""
+    from benchmarks import numpyro_eight_schools as npy
+
+    b = budget
+    nuts_runs = [
+        lambda: npy.run_numpyro_nuts(b.warmup_steps, b.num_samples, seed=seed),
+        lambda: npy.run_numpyro_nuts(b.warmup_steps, b.num_samples, seed=seed, repeat=True),
+    ]
+    svi_runs = [lambda: npy.run_numpyro_svi(b.svi_steps, seed=seed)]
+    return _run_all(nuts_runs, log), _run_all(svi_runs, log)
+
+
+def _run_all(runs, log) -> list:
+    out = []
+    for run in runs:
+        result = run()
+        log(f"  {result.method}: {result.wall_s:.1f} s")
+        out.append(result)
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    configure_threads(args.threads)
+    # Pyro's JIT (vilab jit=True, JitTrace_ELBO) calls torch.jit.trace, deprecated in torch 2.x
+    warnings.filterwarnings("ignore", message=".*torch.jit.trace.*", category=FutureWarning)
+    if args.profile:
+        from benchmarks.hotspots import profile_run_nuts
+
+        print(profile_run_nuts())
+        return 0
+    from benchmarks import report
+    from benchmarks.machine import machine_info
+    from benchmarks.svi import summarise
+
+    budget = QUICK if args.quick else FULL
+    with_numpyro = not args.no_numpyro and numpyro_available()
+    if not with_numpyro:
+        _log("NumPyro is left out (not installed, or --no-numpyro): no ratios")
+    machine = machine_info()
+    _log("warming up (library start-up costs)")
+    warm_up_s = warm_up(with_numpyro, args.seed)
+    _log("measuring")
+    start = time.perf_counter()
+    nuts, svi = run_vilab(budget, args.seed)
+    if with_numpyro:
+        more_nuts, more_svi = run_numpyro(budget, args.seed)
+        nuts, svi = nuts + more_nuts, svi + more_svi
+    nuts_frame = report.nuts_table([run.summary() for run in nuts])
+    svi_frame = report.svi_table(summarise(svi))
+    verdict = report.goals(nuts_frame, svi_frame)
+    if args.quick:
+        print("--quick: budgets too small for these numbers to mean anything; see README.md\n")
+    print(report.render(nuts_frame, svi_frame, verdict))
+    settings = {
+        "mode": "quick" if args.quick else "full",
+        "budget": asdict(budget),
+        "seed": args.seed,
+        "threads": args.threads,
+        "numpyro": with_numpyro,
+        "warm_up_s": warm_up_s,
+        "measure_s": time.perf_counter() - start,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    out = args.out or HERE / ("results-quick.json" if args.quick else "results.json")
+    report.write_json(out, machine, settings, nuts_frame, svi_frame, verdict)
+    _log(f"wrote {out}")
+    return 0

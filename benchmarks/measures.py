@@ -1,0 +1,160 @@
+"""What the benchmarks measure, computed the same way for every method.
+
+- :func:`min_bulk_ess`: ArviZ's rank-normalised bulk ESS over ``mu``, ``tau`` and
+  every ``theta[j]``, and its minimum.
+- :func:`gaussian_elbo`: the ELBO of a Gaussian guide on the unconstrained latents
+  ``(mu, log tau, eta_1..eta_J)``, estimated with one fixed set of standard-normal
+  draws (common random numbers), so that guides from different engines and steps are
+  compared without the noise of independent estimates.
+- :func:`running_mean` and :func:`time_to_answer`: the first snapshot of an SVI
+  trajectory from which its ELBO, averaged over the trailing 100 steps, stays within
+  ``tol`` nats of the best such average any engine reached.
+- :func:`moments`: mean and sd of ``mu`` and ``tau`` under such a guide, in closed form.
+"""
+
+import math
+import time
+
+import arviz as az
+import numpy as np
+import xarray as xr
+
+TOLERANCE_NATS = 0.2
+WINDOW_STEPS = 100  # the ELBO of the iterates is averaged over this many trailing steps
+ELBO_DRAWS = 4000
+HALF_CAUCHY_SCALE = 5.0
+MU_PRIOR_SD = 5.0
+
+
+class Stopwatch:
+    """Wall-clock and process CPU seconds since it was made."""
+
+    def __init__(self):
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def read(self) -> tuple[float, float]:
+        return time.perf_counter() - self._wall, time.process_time() - self._cpu
+
+
+def theta_from(mu: np.ndarray, tau: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    """``theta = mu + tau * eta``, from draws shaped (chain, draw) and (chain, draw, school)."""
+    return mu[..., None] + tau[..., None] * eta
+
+
+def min_bulk_ess(draws: dict[str, np.ndarray]) -> tuple[float, dict[str, float]]:
+    """Bulk ESS of ``mu``, ``tau`` and each ``theta[j]``; returns ``(min, by label)``.
+
+    ``draws`` holds ``mu`` and ``tau`` shaped (chain, draw) and ``theta`` shaped
+    (chain, draw, school).
+    """
+    ds = xr.Dataset(
+        {
+            "mu": (("chain", "draw"), np.asarray(draws["mu"], dtype=float)),
+            "tau": (("chain", "draw"), np.asarray(draws["tau"], dtype=float)),
+            "theta": (("chain", "draw", "school"), np.asarray(draws["theta"], dtype=float)),
+        }
+    )
+    ess = az.ess(ds, method="bulk")
+    by_label = {"mu": float(ess["mu"]), "tau": float(ess["tau"])}
+    for j, value in enumerate(np.atleast_1d(ess["theta"].values)):
+        by_label[f"theta[{j}]"] = float(value)
+    return min(by_label.values()), by_label
+
+
+def _normal_logpdf(x, loc, scale):
+    return -0.5 * ((x - loc) / scale) ** 2 - np.log(scale) - 0.5 * math.log(2 * math.pi)
+
+
+def log_joint(x: np.ndarray, y: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    r"""Log density of non-centered eight schools at unconstrained points ``x``.
+
+    ``x`` has shape (..., 2 + J): ``(mu, log tau, eta_1..eta_J)``. Includes the
+    log-Jacobian ``log tau`` of ``tau = exp(log tau)``:
+
+    .. math::
+
+        \log N(\mu; 0, 5) + \log \mathrm{HalfCauchy}(\tau; 5) + \log\tau
+        + \sum_j \log N(\eta_j; 0, 1) + \sum_j \log N(y_j; \mu + \tau\eta_j, \sigma_j)
+    """
+    mu, log_tau, eta = x[..., 0], x[..., 1], x[..., 2:]
+    tau = np.exp(log_tau)
+    scale = HALF_CAUCHY_SCALE
+    log_prior_tau = math.log(2 / (math.pi * scale)) - np.log1p((tau / scale) ** 2)
+    theta = mu[..., None] + tau[..., None] * eta
+    return (
+        _normal_logpdf(mu, 0.0, MU_PRIOR_SD)
+        + log_prior_tau
+        + log_tau
+        + _normal_logpdf(eta, 0.0, 1.0).sum(-1)
+        + _normal_logpdf(y, theta, sigma).sum(-1)
+    )
+
+
+def gaussian_elbo(
+    loc: np.ndarray,
+    scale_tril: np.ndarray,
+    y: np.ndarray,
+    sigma: np.ndarray,
+    num_draws: int = ELBO_DRAWS,
+    seed: int = 0,
+) -> np.ndarray:
+    """ELBO (nats, whole data set) of ``N(loc, L L^T)`` guides on the unconstrained latents.
+
+    ``loc`` (..., d) and ``scale_tril`` (..., d, d) in the order ``(mu, log tau, eta)``.
+    ``E_q[log p(x, y)]`` uses the same ``num_draws`` standard-normal draws (from
+    ``seed``) for every guide; the entropy is exact.
+    """
+    loc, scale_tril = np.asarray(loc, dtype=float), np.asarray(scale_tril, dtype=float)
+    d = loc.shape[-1]
+    z = np.random.default_rng(seed).standard_normal((num_draws, d))
+    x = loc[..., None, :] + np.einsum("...ij,sj->...si", scale_tril, z)
+    diag = np.abs(np.diagonal(scale_tril, axis1=-2, axis2=-1))
+    entropy = 0.5 * d * math.log(2 * math.pi * math.e) + np.log(diag).sum(-1)
+    y, sigma = np.asarray(y, dtype=float), np.asarray(sigma, dtype=float)
+    return log_joint(x, y, sigma).mean(-1) + entropy
+
+
+def running_mean(steps: np.ndarray, values: np.ndarray, window: int = WINDOW_STEPS):
+    """Mean of ``values`` over the snapshots in the trailing ``window`` steps of each."""
+    steps, values = np.asarray(steps), np.asarray(values, dtype=float)
+    first = np.searchsorted(steps, steps - window, side="right")
+    total = np.concatenate([[0.0], np.cumsum(values)])
+    index = np.arange(len(values))
+    return (total[index + 1] - total[first]) / (index + 1 - first)
+
+
+def time_to_answer(
+    steps: np.ndarray,
+    times: np.ndarray,
+    elbos: np.ndarray,
+    best: float,
+    tol: float = TOLERANCE_NATS,
+) -> tuple[int | None, float]:
+    """Step and seconds from which ``elbos`` (already averaged) stay within ``tol`` of ``best``.
+
+    ``(None, nan)`` if the last snapshot is not within ``tol``: it never got there.
+    An ELBO gap is a KL gap: ``ELBO(q*) - ELBO(q) = KL(q || p) - KL(q* || p)``.
+    """
+    outside = np.flatnonzero(np.asarray(elbos) < best - tol)
+    first = int(outside[-1]) + 1 if outside.size else 0
+    if first >= len(steps):
+        return None, float("nan")
+    return int(steps[first]), float(times[first])
+
+
+def moments(loc: np.ndarray, scale_tril: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean and sd of ``mu`` and ``tau`` under Gaussian guides over ``(mu, log tau, ...)``.
+
+    ``mu`` is Gaussian; ``tau`` is log-normal: mean ``exp(m + v / 2)``, sd
+    ``mean * sqrt(exp(v) - 1)``.
+    """
+    loc, scale_tril = np.asarray(loc, dtype=float), np.asarray(scale_tril, dtype=float)
+    var = (scale_tril[..., :2, :] ** 2).sum(-1)  # diagonal of L L^T for mu, log tau
+    m, v = loc[..., 1], var[..., 1]
+    tau_mean = np.exp(m + v / 2)
+    return {
+        "mu_mean": loc[..., 0],
+        "mu_sd": np.sqrt(var[..., 0]),
+        "tau_mean": tau_mean,
+        "tau_sd": tau_mean * np.sqrt(np.expm1(v)),
+    }

@@ -1,0 +1,197 @@
+"""Tables, ratios against NumPyro, the issue's goals, and results.json.
+
+Everything here takes the flat records of :meth:`NutsRun.summary` and
+:meth:`SviRun.summary` and returns data; :func:`markdown` turns a table into text.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks.measures import TOLERANCE_NATS, WINDOW_STEPS
+
+NUMPYRO_NUTS = "NumPyro NUTS, defaults (diag mass), incl. compile"
+NUMPYRO_SVI_PREFIX = "NumPyro"
+NUTS_GOAL = 0.5  # vilab's ESS/s at least half of NumPyro's
+SVI_GOAL = 1.0  # vilab's time to answer no more than NumPyro's
+
+
+def _ratio(value: float, base: float | None) -> float:
+    if base is None or not base or math.isnan(base):
+        return float("nan")
+    return value / base
+
+
+def nuts_table(records: list[dict]) -> pd.DataFrame:
+    """One row per NUTS method, ESS/s and its ratios to NumPyro's (cold) run.
+
+    ``ess_per_s_vs_numpyro`` is on wall-clock time (what the goal is about);
+    ``ess_per_cpu_s_vs_numpyro`` on process CPU time, which other load on the machine
+    disturbs less.
+    """
+    frame = pd.DataFrame(records)
+    base = frame.loc[frame["method"] == NUMPYRO_NUTS, "ess_per_s"]
+    base = float(base.iloc[0]) if len(base) else None
+    frame["ess_per_s_vs_numpyro"] = [_ratio(v, base) for v in frame["ess_per_s"]]
+    cpu = frame.loc[frame["method"] == NUMPYRO_NUTS, "ess_per_cpu_s"]
+    cpu = float(cpu.iloc[0]) if len(cpu) else None
+    frame["ess_per_cpu_s_vs_numpyro"] = [_ratio(v, cpu) for v in frame["ess_per_cpu_s"]]
+    return frame
+
+
+def svi_table(records: list[dict]) -> pd.DataFrame:
+    """One row per SVI method, speed and time to answer with ratios to NumPyro's."""
+    frame = pd.DataFrame(records)
+    numpyro = frame[frame["method"].str.startswith(NUMPYRO_SVI_PREFIX)]
+    speed = float(numpyro["steps_per_s"].iloc[0]) if len(numpyro) else None
+    answer = float(numpyro["time_to_answer_s"].iloc[0]) if len(numpyro) else None
+    frame["steps_per_s_vs_numpyro"] = [_ratio(v, speed) for v in frame["steps_per_s"]]
+    frame["time_to_answer_vs_numpyro"] = [_ratio(v, answer) for v in frame["time_to_answer_s"]]
+    return frame
+
+
+def goals(nuts: pd.DataFrame, svi: pd.DataFrame) -> dict:
+    """The issue's two goals, read off the tables.
+
+    ``*_goal_met`` is None when the comparison could not be made; ``*_status`` says
+    why in words. An SVI run of vilab that never reached the answer fails the goal.
+    """
+    out = {"nuts_goal": f"vilab NUTS ESS/s >= {NUTS_GOAL:g} x NumPyro's"}
+    vilab_nuts = nuts[nuts["method"].str.startswith("vilab")]
+    best = vilab_nuts["ess_per_s_vs_numpyro"].max() if len(vilab_nuts) else float("nan")
+    out["nuts_best_vilab_ess_per_s_vs_numpyro"] = best
+    out["nuts_goal_met"] = None if math.isnan(best) else bool(best >= NUTS_GOAL)
+    out["nuts_status"] = _status(out["nuts_goal_met"], "no NumPyro run")
+
+    out["svi_goal"] = f"vilab SVI time to answer <= {SVI_GOAL:g} x NumPyro's"
+    numpyro = svi[svi["method"].str.startswith(NUMPYRO_SVI_PREFIX)]
+    vilab = svi[svi["method"].str.startswith("vilab")]
+    ratio, returned, met, why = float("nan"), float("nan"), None, "no NumPyro run"
+    if len(numpyro) and len(vilab):
+        ratio = float(vilab["time_to_answer_vs_numpyro"].iloc[0])
+        returned = _ratio(float(vilab["wall_s"].iloc[0]), float(numpyro["wall_s"].iloc[0]))
+        if math.isnan(numpyro["time_to_answer_s"].iloc[0]):
+            why = "NumPyro did not reach the answer in its budget"
+        else:
+            met = (not math.isnan(ratio)) and ratio <= SVI_GOAL
+    out["svi_vilab_time_to_answer_vs_numpyro"] = ratio
+    out["svi_vilab_returned_vs_numpyro_returned"] = returned
+    out["svi_vilab_reached_answer"] = bool(len(vilab)) and vilab["answer_step"].notna().all()
+    out["svi_goal_met"] = met
+    out["svi_status"] = _status(met, why)
+    return out
+
+
+def _status(met: bool | None, why: str) -> str:
+    return f"not measured ({why})" if met is None else ("MET" if met else "NOT MET")
+
+
+NUTS_COLUMNS = {
+    "method": "method",
+    "warmup_steps": "warmup",
+    "num_samples": "draws",
+    "wall_s": "wall s",
+    "cpu_s": "CPU s",
+    "min_ess_bulk": "min bulk ESS",
+    "ess_per_s": "ESS/s",
+    "ess_per_s_vs_numpyro": "ESS/s ÷ NumPyro",
+    "ess_per_cpu_s_vs_numpyro": "ESS/CPU-s ÷ NumPyro",
+    "divergences": "div.",
+}
+SVI_COLUMNS = {
+    "method": "method",
+    "num_steps": "steps",
+    "steps_per_s": "steps/s",
+    "steps_per_s_vs_numpyro": "steps/s ÷ NumPyro",
+    "final_elbo": "final ELBO",
+    "elbo_gap": "gap to best (avg)",
+    "answer_step": "answer at step",
+    "time_to_answer_s": "time to answer s",
+    "time_to_answer_vs_numpyro": "÷ NumPyro",
+    "wall_s": "returned s",
+    "cpu_s": "CPU s",
+    "converged": "stopped early",
+    "mu_mean": "mu mean",
+    "mu_sd": "mu sd",
+    "tau_mean": "tau mean",
+    "tau_sd": "tau sd",
+}
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def markdown(frame: pd.DataFrame, columns: dict[str, str]) -> str:
+    """A GitHub-markdown table of ``columns`` (name -> header) of ``frame``."""
+    names = [c for c in columns if c in frame.columns]
+    lines = [
+        "| " + " | ".join(columns[c] for c in names) + " |",
+        "|" + "|".join("---" if c == "method" else "---:" for c in names) + "|",
+    ]
+    for _, row in frame.iterrows():
+        cells = [_cell(row[c].item() if hasattr(row[c], "item") else row[c]) for c in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render(nuts: pd.DataFrame, svi: pd.DataFrame, verdict: dict) -> str:
+    """The text ``python -m benchmarks`` prints: both tables and the goals."""
+    reached = "" if verdict["svi_vilab_reached_answer"] else "; vilab never reached the answer"
+    return "\n".join(
+        [
+            "NUTS, one chain (ESS/s = min bulk ESS over mu, tau, theta / wall s, warmup in)",
+            markdown(nuts, NUTS_COLUMNS),
+            "",
+            "SVI, full-covariance Gaussian guide (answer: the ELBO, averaged over the last "
+            f"{WINDOW_STEPS} steps, for good within {TOLERANCE_NATS:g} nats of the best any "
+            "engine reached; all ELBOs by one estimator)",
+            markdown(svi, SVI_COLUMNS),
+            "",
+            f"goal: {verdict['nuts_goal']}: {verdict['nuts_status']} "
+            f"(best vilab: {_cell(verdict['nuts_best_vilab_ess_per_s_vs_numpyro'])} x)",
+            f"goal: {verdict['svi_goal']}: {verdict['svi_status']} "
+            f"({_cell(verdict['svi_vilab_time_to_answer_vs_numpyro'])} x{reached}; "
+            "until fit_svi returns, against NumPyro's fixed budget: "
+            f"{_cell(verdict['svi_vilab_returned_vs_numpyro_returned'])} x)",
+        ]
+    )
+
+
+def _plain(value):
+    """JSON-safe: NaN becomes None, numpy scalars become Python ones."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def write_json(path: Path, machine: dict, settings: dict, nuts, svi, verdict) -> None:
+    """Write everything measured to ``path`` (machine, settings, both tables, goals)."""
+    payload = {
+        "machine": machine,
+        "settings": settings,
+        "nuts": nuts.to_dict(orient="records"),
+        "svi": svi.to_dict(orient="records"),
+        "goals": verdict,
+    }
+    path.write_text(json.dumps(_plain(payload), indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,8 @@
+"""``python -m inference``: the ``vilab`` command line."""
+
+import sys
+
+from inference.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,387 @@
+"""The products of a case run: tables, figures, NetCDF files and a self-contained HTML report.
+
+``case_tables`` computes the two tables of a run (per method x parameter, per method),
+``case_figures`` draws its figures and ``write_report`` writes everything into a
+directory::
+
+    methods.csv  parameters.csv  <method>.nc ...  figures/<name>.png ...  report.html
+
+``report.html`` embeds its figures as PNG data URIs, so it can be mailed or archived alone.
+"""
+
+import base64
+import datetime
+import html
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from matplotlib.figure import Figure
+
+from inference import plots
+from inference.cases import METHODS, Case
+from inference.compare import as_datatree, compare, method_table
+
+METHOD_COLUMNS = (
+    "case",
+    "method",
+    "elapsed_s",
+    "elbo",
+    "log_evidence",
+    "kl_gap",
+    "divergences",
+    "min_ess_bulk",
+    "max_r_hat",
+    "ess_bulk_per_s",
+)
+PARAMETER_COLUMNS = (
+    "case",
+    "method",
+    "parameter",
+    "mean",
+    "sd",
+    "q05",
+    "q95",
+    "ref_mean",
+    "ref_sd",
+    "z_mean",
+    "sd_ratio",
+)
+FIGURE_DPI = 100
+
+COLUMN_NOTES = {
+    "elapsed_s": "wall-clock seconds of the fit: all NUTS chains with warmup; SVI with its "
+    "MAP/Laplace start.",
+    "elbo": "evidence lower bound E_q[log p(x, z) - log q(z)], nats for the whole data set, "
+    "estimated from 2,000 fresh draws of the fitted guide (elbo_mcse: its Monte Carlo "
+    "standard error; iwae: the tighter importance-weighted bound from the same draws).",
+    "log_evidence": "the exact log p(x), where the model has a closed form.",
+    "kl_gap": "log p(x) - ELBO = KL(q || p(z | x)) >= 0: how far the guide is from the exact "
+    "posterior, in nats.",
+    "divergences": "NUTS transitions after warmup whose trajectory diverged: the sampler "
+    "could not follow the posterior's curvature there (e.g. a funnel), so estimates may be "
+    "biased.",
+    "min_ess_bulk": "smallest bulk effective sample size over the parameters: how many "
+    "independent draws the correlated NUTS draws are worth.",
+    "max_r_hat": "largest rank-normalised split R-hat over the parameters; chains agree when "
+    "it is below 1.01.",
+    "ess_bulk_per_s": "min_ess_bulk / elapsed_s: independent draws per second.",
+    "num_steps": "SVI optimisation steps taken; converged: whether the plateau rule stopped "
+    "the fit before the step budget ran out.",
+    "z_mean": "(mean - ref_mean) / ref_sd: the error of the posterior mean in reference sds; "
+    "|z_mean| < 0.1 is close.",
+    "sd_ratio": "sd / ref_sd: 1 is right, below 1 overconfident (typical of KL(q || p) "
+    "fits), above 1 too wide.",
+    "q05": "q05, q95: the 5% and 95% quantiles of the draws (a 90% interval).",
+    "ess_bulk": "ess_bulk, r_hat, mcse_mean: per-parameter diagnostics; for SVI the draws are "
+    "independent, so ess_bulk is their number and mcse_mean = sd / sqrt(draws).",
+}
+
+
+def _order(df: pd.DataFrame, first: tuple[str, ...]) -> pd.DataFrame:
+    """``df`` with the ``first`` columns (added as empty when missing) ahead of the rest."""
+    df = df.copy()
+    for column in first:
+        if column not in df.columns:
+            df[column] = np.nan
+    rest = [c for c in df.columns if c not in first]
+    return df[list(first) + rest]
+
+
+def case_tables(
+    case: Case, results: Mapping, trees: Mapping[str, xr.DataTree]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(parameters, methods)`` tables of a run, columns as in DESIGN.md.
+
+    ``results`` maps a method to its engine result (for ELBOs and sampler statistics),
+    ``trees`` to its DataTree (for the posterior summaries).
+    """
+    parameters = compare(trees, case.reference)
+    parameters.insert(0, "case", case.name)
+    methods = method_table(results, case.log_evidence, case.name, parameters=parameters)
+    if "divergences" in methods:
+        methods["divergences"] = methods["divergences"].astype("Int64")
+    if "num_steps" in methods:
+        methods["num_steps"] = methods["num_steps"].astype("Int64")
+    return _order(parameters, PARAMETER_COLUMNS), _order(methods, METHOD_COLUMNS)
+
+
+def _plotted_sites(tree: xr.DataTree, reference: pd.DataFrame | None) -> list[str]:
+    """Posterior sites to trace: those the reference covers, else all."""
+    names = list(tree.posterior.data_vars)
+    if reference is None:
+        return names
+    covered = {label.split("[")[0] for label in reference.index}
+    return [n for n in names if n in covered] or names
+
+
+def case_figures(
+    case: Case, results: Mapping, trees: Mapping[str, xr.DataTree], parameters: pd.DataFrame
+) -> tuple[dict[str, Figure], dict[str, str]]:
+    """The figures of a run, by file stem, and the figures that failed (name -> error).
+
+    One figure that cannot be drawn does not stop the others.
+    """
+    makers = {}
+    if any(hasattr(r, "losses") for r in results.values()):
+        makers["elbo"] = lambda: plots.elbo_curves(results, case.log_evidence)
+    makers["marginals"] = lambda: plots.marginals(trees, case.reference)
+    makers["forest"] = lambda: plots.forest(parameters, case.reference)
+    if "nuts" in trees:
+        nuts = trees["nuts"]
+        sites = _plotted_sites(nuts, case.reference)
+        makers["nuts_trace"] = lambda: plots.trace(nuts, sites)
+        makers["nuts_rank"] = lambda: plots.rank(nuts, sites)
+        makers["nuts_energy"] = lambda: plots.energy(nuts)
+        if case.funnel is not None:
+            makers["nuts_funnel"] = lambda: plots.funnel(nuts, *case.funnel)
+    figures, failed = {}, {}
+    for name, make in makers.items():
+        try:
+            figures[name] = make()
+        except Exception as err:  # one figure that cannot be drawn must not sink the report
+            failed[name] = f"{type(err).__name__}: {err}"
+    return figures, failed
+
+
+def netcdf_safe(tree: xr.DataTree) -> xr.DataTree:
+    """A copy of ``tree`` that NetCDF can store: plain attributes, no object arrays.
+
+    Booleans in attributes become 0/1, None is dropped, other non-scalars become JSON
+    strings; object-dtype variables and coordinates (e.g. Python strings) become unicode.
+    """
+
+    def clean_attrs(attrs):
+        out = {}
+        for key, value in attrs.items():
+            if value is None:
+                continue
+            if isinstance(value, bool | np.bool_):
+                out[key] = int(value)
+            elif isinstance(value, str | int | float | np.integer | np.floating):
+                out[key] = value
+            elif isinstance(value, np.ndarray) and value.dtype.kind in "iuf":
+                out[key] = value
+            else:
+                out[key] = json.dumps(value, default=str)
+        return out
+
+    def clean(ds: xr.Dataset) -> xr.Dataset:
+        ds = ds.copy()
+        for name in list(ds.variables):
+            var = ds[name]
+            if var.dtype == object:
+                ds[name] = var.astype(str)
+            ds[name].attrs = clean_attrs(ds[name].attrs)
+        ds.attrs = clean_attrs(ds.attrs)
+        return ds
+
+    return xr.DataTree.from_dict({node.path: clean(node.to_dataset()) for node in tree.subtree})
+
+
+def _figure_png(fig: Figure) -> bytes:
+    from io import BytesIO
+
+    buffer = BytesIO()
+    fig.savefig(buffer, format="png", dpi=FIGURE_DPI)
+    return buffer.getvalue()
+
+
+def write_report(
+    out_dir,
+    case: Case,
+    results: Mapping,
+    parameters_df: pd.DataFrame,
+    methods_df: pd.DataFrame,
+    figures: Mapping[str, Figure],
+    *,
+    failed: Mapping[str, str] | None = None,
+    settings: Mapping[str, object] | None = None,
+) -> Path:
+    """Write the tables, one NetCDF per method, the figures and ``report.html``.
+
+    Parameters
+    ----------
+    out_dir : path
+        Created if missing; files of the same names are overwritten.
+    case : Case
+    results : mapping of str to DataTree or result
+        Per method, what goes into ``<method>.nc`` (a result is converted with its
+        ``to_datatree()`` defaults).
+    parameters_df, methods_df : DataFrame
+        The tables of :func:`case_tables`.
+    figures : mapping of str to Figure
+        Saved as ``figures/<name>.png`` and embedded in the report.
+    failed : mapping of str to str, optional
+        Methods (or figures) that failed, with their error, listed in the report.
+    settings : mapping, optional
+        Run settings shown in the report (budget, seed, command line).
+
+    Returns
+    -------
+    Path
+        The path of ``report.html``.
+    """
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    methods_df.to_csv(out / "methods.csv", index=False)
+    parameters_df.to_csv(out / "parameters.csv", index=False)
+    for method, result in results.items():
+        tree = netcdf_safe(as_datatree(result))
+        tree.attrs.update(case=case.name, method=method)
+        tree.to_netcdf(out / f"{method}.nc", engine="h5netcdf")
+    images = {}
+    for name, fig in figures.items():
+        png = _figure_png(fig)
+        (out / "figures" / f"{name}.png").write_bytes(png)
+        images[name] = png
+    page = _html(case, parameters_df, methods_df, images, dict(failed or {}), dict(settings or {}))
+    path = out / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def stale_outputs(out_dir, keep_methods) -> list[Path]:
+    """Outputs of an earlier run in ``out_dir`` that this run will not overwrite."""
+    out = Path(out_dir)
+    stale = [out / f"{m}.nc" for m in METHODS if m not in keep_methods]
+    stale += list((out / "figures").glob("*.png")) if (out / "figures").is_dir() else []
+    return [p for p in stale if p.is_file()]
+
+
+def compact_table(parameters: pd.DataFrame, max_params: int = 10) -> pd.DataFrame:
+    """Parameters x methods: ``z_mean/sd_ratio`` against the reference, else ``mean±sd``."""
+    labels = plots.choose_parameters(
+        list(dict.fromkeys(parameters["parameter"])),
+        _reference_rows(parameters),
+        max_params,
+    )
+    has_ref = "z_mean" in parameters and parameters["z_mean"].notna().any()
+    table = {}
+    for _, row in parameters[parameters["parameter"].isin(labels)].iterrows():
+        if has_ref and pd.notna(row["z_mean"]):
+            cell = f"{row['z_mean']:+.2f}/{row['sd_ratio']:.2f}"
+        else:
+            cell = f"{row['mean']:.3g}±{row['sd']:.2g}"
+        table.setdefault(row["parameter"], {})[row["method"]] = cell
+    frame = pd.DataFrame.from_dict(table, orient="index")
+    frame = frame.reindex(index=labels, columns=list(dict.fromkeys(parameters["method"])))
+    frame.index.name = "z_mean/sd_ratio" if has_ref else "mean±sd"
+    return frame.fillna("")
+
+
+def _reference_rows(parameters: pd.DataFrame) -> pd.DataFrame | None:
+    if "ref_mean" not in parameters or parameters["ref_mean"].isna().all():
+        return None
+    rows = parameters.dropna(subset=["ref_mean"]).drop_duplicates("parameter")
+    return rows.set_index("parameter")
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, float | np.floating):
+        return f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def _table_html(df: pd.DataFrame, index: bool = False) -> str:
+    head = ([html.escape(str(df.index.name or ""))] if index else []) + [
+        html.escape(str(c)) for c in df.columns
+    ]
+    rows = []
+    for label, row in df.iterrows():
+        cells = ([f"<th>{html.escape(str(label))}</th>"] if index else []) + [
+            f"<td>{_fmt(v)}</td>" for v in row
+        ]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    header = "<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
+    return f"<table><thead>{header}</thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+FIGURE_CAPTIONS = {
+    "elbo": "ELBO of each SVI fit per step (running mean). Every ELBO lies below log p(x); "
+    "the dashed line is the exact log p(x) when known.",
+    "marginals": "Marginal posterior densities by method over the reference (grey: its 90% "
+    "interval, black: its mean).",
+    "forest": "Posterior mean and 90% interval of each parameter by method; the reference "
+    "in black.",
+    "nuts_trace": "NUTS draws per chain: densities and traces; divergent draws are marked.",
+    "nuts_rank": "NUTS rank plot: the ECDF of each chain's fractional ranks minus the "
+    "uniform; chains that mix stay near zero.",
+    "nuts_energy": "NUTS energy: marginal energy vs energy transitions; E-BFMI below 0.3 "
+    "means the sampler explores the tails poorly.",
+    "nuts_funnel": "log tau against the first school's effect, NUTS draws; divergences (red) "
+    "gather at the neck of the funnel.",
+}
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem auto;
+max-width:1100px;padding:0 1rem;color:#222;line-height:1.45}
+h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;
+border-bottom:1px solid #ddd;padding-bottom:.2rem}
+.sub{color:#666;margin-top:0}table{border-collapse:collapse;font-size:.82rem;margin:.6rem 0;
+font-variant-numeric:tabular-nums}th,td{padding:.25rem .55rem;border-bottom:1px solid #eee;
+text-align:right}th{background:#f6f6f6}td:first-child,th:first-child{text-align:left}
+figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eee}
+figcaption{font-size:.85rem;color:#555}dl{font-size:.88rem}dt{font-weight:600;margin-top:.4rem}
+dd{margin-left:1.2rem}.fail{color:#a00}code{background:#f3f3f3;padding:0 .2rem}
+details summary{cursor:pointer;color:#335}
+"""
+
+
+def _shown(df: pd.DataFrame) -> pd.DataFrame:
+    """A table for reading: without the ``case`` column and columns that are all empty."""
+    return df.drop(columns=["case"], errors="ignore").dropna(axis=1, how="all")
+
+
+def _html(case, parameters, methods, images, failed, settings) -> str:
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>vilab: {html.escape(case.name)}</title><style>{CSS}</style></head><body>",
+        f"<h1>vilab compare {html.escape(case.name)}</h1>",
+        f"<p class='sub'>{html.escape(case.description)}</p>",
+    ]
+    facts = {"written": stamp, **settings}
+    if case.log_evidence is not None:
+        facts["exact log p(x)"] = f"{case.log_evidence:.4f} nats"
+    parts.append(
+        "<p>"
+        + " &middot; ".join(f"{html.escape(k)}: <code>{_fmt(v)}</code>" for k, v in facts.items())
+        + "</p>"
+    )
+    if failed:
+        items = "".join(
+            f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in failed.items()
+        )
+        parts.append(f"<div class='fail'><p>Failed:</p><ul>{items}</ul></div>")
+    parts += ["<h2>Methods</h2>", _table_html(_shown(methods))]
+    compact = compact_table(parameters)
+    parts += ["<h2>Parameters</h2>", _table_html(compact, index=True)]
+    parts.append(
+        "<details><summary>All parameters</summary>"
+        + _table_html(_shown(parameters))
+        + "</details>"
+    )
+    parts.append("<h2>Columns</h2><dl>")
+    for column, note in COLUMN_NOTES.items():
+        parts.append(f"<dt>{html.escape(column)}</dt><dd>{html.escape(note)}</dd>")
+    parts.append("</dl>")
+    if images:
+        parts.append("<h2>Figures</h2>")
+    for name, png in images.items():
+        data = base64.b64encode(png).decode("ascii")
+        caption = html.escape(FIGURE_CAPTIONS.get(name, name))
+        parts.append(
+            f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(name)}">'
+            f"<figcaption>{caption}</figcaption></figure>"
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts)
