@@ -17,9 +17,11 @@ plain Pyro loop:
 - Each fit has its own param store and RNG stream (:mod:`inference.isolation`).
 """
 
+import contextlib
 import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -325,7 +327,8 @@ def _optimise(loss_fn, model, guide, args, kwargs, num_steps, lr, progress_bar):
             step_lr = lr * LR_DECAY ** (step / num_steps)
             with poutine.trace(param_only=True) as param_capture:
                 try:
-                    loss = loss_fn.differentiable_loss(model, guide, *args, **kwargs)
+                    with _quiet_jit():
+                        loss = loss_fn.differentiable_loss(model, guide, *args, **kwargs)
                 except (RuntimeError, TypeError, ValueError) as err:
                     if step == 0 and _is_jit(loss_fn):
                         raise _CompileError from err
@@ -369,6 +372,15 @@ def _optimise(loss_fn, model, guide, args, kwargs, num_steps, lr, progress_bar):
         bar.close()
     average.apply()
     return losses, False
+
+
+@contextlib.contextmanager
+def _quiet_jit():
+    """Hide torch's deprecation notice for ``torch.jit.trace``, which Pyro's JIT ELBOs use;
+    the user did not call it and cannot act on it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.trace.*", category=FutureWarning)
+        yield
 
 
 def _blow_up(what: str, step: int, losses: list[float]) -> FitError:
