@@ -1,0 +1,153 @@
+"""NUTS on the Gaussian latent model (exact posterior known), and its sampler statistics.
+
+Accuracy checks compare the posterior mean and sd of the draws with the exact values
+within 4 Monte Carlo standard errors (ArviZ's ``mcse``, which accounts for
+autocorrelation; method ``"sd"`` for the sd). For a Normal estimation error the chance
+of a false failure is 6e-5 per comparison.
+"""
+
+import arviz as az
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from inference import fit_svi, run_nuts
+from models import gaussian_latent as gl
+
+K = 4  # MCSEs allowed
+
+
+@pytest.fixture(scope="module")
+def data():
+    x = gl.simulate(100, z_true=1.5, seed=0)
+    return (x, *gl.exact_posterior(x))
+
+
+@pytest.fixture(scope="module")
+def mc(data):
+    return run_nuts(gl.model, data[0], num_samples=500, warmup_steps=300, num_chains=2, jit=True)
+
+
+@pytest.fixture(scope="module")
+def tree(mc):
+    return mc.to_datatree()
+
+
+def assert_matches_exact(posterior_z, mean, sd):
+    """Mean and sd of the draws within K MCSE of the exact values."""
+    mcse_mean = float(az.mcse(posterior_z, method="mean"))
+    mcse_sd = float(az.mcse(posterior_z, method="sd"))
+    draws = posterior_z.values.reshape(-1)
+    assert abs(draws.mean() - mean) < K * mcse_mean
+    assert abs(draws.std(ddof=1) - sd) < K * mcse_sd
+    # The MCSEs must be of a sensible size for the test to mean anything: ESS of at
+    # least 100 (mcse_mean <= sd / 10).
+    assert mcse_mean < sd / 10
+
+
+def test_nuts_mean_and_sd_match_the_exact_posterior(data, tree):
+    _, mean, sd = data
+    assert_matches_exact(tree.posterior["z"], mean, sd)
+
+
+def test_sample_stats_have_arviz_names_dims_and_dtypes(mc, tree):
+    stats = tree["sample_stats"].to_dataset()
+    assert set(stats.data_vars) >= {
+        "diverging",
+        "energy",
+        "lp",
+        "step_size",
+        "tree_depth",
+        "acceptance_rate",
+    }
+    for name, da in stats.data_vars.items():
+        assert da.dims == ("chain", "draw"), name
+        assert da.shape == (2, 500), name
+    assert stats["diverging"].dtype == bool
+    assert np.issubdtype(stats["tree_depth"].dtype, np.integer)
+    assert (stats["tree_depth"] >= 1).all()
+    assert ((stats["acceptance_rate"] >= 0) & (stats["acceptance_rate"] <= 1)).all()
+    assert (stats["step_size"] > 0).all()
+    assert np.isfinite(stats["energy"]).all()
+    assert np.isfinite(stats["lp"]).all()
+    # The step size is adapted in warmup and then fixed within each chain.
+    assert (stats["step_size"] == stats["step_size"].isel(draw=0)).all()
+    assert mc.num_divergences == int(stats["diverging"].sum()) == 0
+
+
+def test_lp_is_the_log_joint_density_at_each_draw(data, tree):
+    # z is unconstrained, so lp (log density in the unconstrained space) is exactly
+    # log N(z; 0, 10) + sum_i log N(x_i; z, 1) at the draw it is reported with.
+    x = data[0]
+    z = torch.as_tensor(tree.posterior["z"].values)
+    prior = torch.distributions.Normal(torch.tensor(0.0, dtype=z.dtype), 10.0).log_prob(z)
+    lik = torch.distributions.Normal(z[..., None], 1.0).log_prob(x).sum(-1)
+    np.testing.assert_allclose(tree.sample_stats["lp"].values, (prior + lik).numpy(), rtol=1e-10)
+
+
+def test_energy_is_at_least_the_potential_of_the_start_of_each_transition(tree):
+    # energy = U(z_start) + kinetic >= U(z_start) = -lp of the previous draw.
+    energy = tree.sample_stats["energy"].values[:, 1:]
+    previous_lp = tree.sample_stats["lp"].values[:, :-1]
+    assert (energy >= -previous_lp - 1e-9).all()
+
+
+def test_bfmi_reads_the_energy_of_the_datatree(tree):
+    bfmi = az.bfmi(tree)["energy"].values
+    energy = tree.sample_stats["energy"].values
+    # E-BFMI per chain: sum of squared energy jumps over the energy's sum of squares.
+    jumps = (np.diff(energy, axis=1) ** 2).sum(1)
+    by_hand = jumps / ((energy - energy.mean(1, keepdims=True)) ** 2).sum(1)
+    np.testing.assert_allclose(bfmi, by_hand, rtol=1e-10)
+    # E-BFMI below 0.3 flags a sampler that cannot explore the energy distribution
+    # (Betancourt 2016); a 1-D Gaussian posterior is far from that.
+    assert (bfmi > 0.3).all()
+
+
+def test_warm_start_from_an_svi_fit_gives_the_exact_posterior(data):
+    x, mean, sd = data
+    fit = fit_svi(gl.model, "mvn", x)
+    mc = run_nuts(
+        gl.model, x, num_samples=500, warmup_steps=100, num_chains=2, jit=True, init_from=fit
+    )
+    assert mc.warm_start
+    assert_matches_exact(mc.to_datatree().posterior["z"], mean, sd)
+
+
+def test_warm_start_needs_a_gaussian_autoguide(data):
+    from guides import gaussian_latent as hand
+
+    fit = fit_svi(gl.model, hand.guide, data[0], num_steps=10)
+    with pytest.raises(ValueError, match="Gaussian autoguide"):
+        run_nuts(gl.model, data[0], init_from=fit, num_samples=5, warmup_steps=5)
+
+
+def test_jit_and_python_potential_give_the_same_chain(data):
+    runs = [
+        run_nuts(gl.model, data[0], num_samples=30, warmup_steps=30, num_chains=1, jit=jit)
+        for jit in (False, True)
+    ]
+    np.testing.assert_allclose(
+        runs[0].samples["z"].numpy(), runs[1].samples["z"].numpy(), rtol=1e-8
+    )
+
+
+def _wide_model(dim):
+    def model():
+        pyro.sample("w", dist.Normal(torch.zeros(dim), 1.0).to_event(1))
+
+    return model
+
+
+@pytest.mark.parametrize(
+    "dim, dense_mass, expected",
+    [(3, None, True), (3, False, False), (3, True, True), (201, None, False)],
+)
+def test_dense_mass_is_the_default_up_to_200_latents(dim, dense_mass, expected):
+    mc = run_nuts(
+        _wide_model(dim), num_samples=3, warmup_steps=3, num_chains=1, dense_mass=dense_mass
+    )
+    assert mc.dense_mass is expected
+    assert mc.samples["w"].shape == (1, 3, dim)
