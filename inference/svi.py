@@ -11,7 +11,8 @@ plain Pyro loop:
 - The learning rate decays geometrically from ``lr`` to ``lr / 100`` over the step
   budget, and the fit stops early once the loss has confidently stopped falling
   (:mod:`inference.convergence`, ``converged=True``), judged twice: the first plateau
-  resets Adam's moments, in case it was a stall rather than the optimum.
+  resets Adam's moments, in case it was a stall rather than the optimum; after the
+  second the learning rate is annealed 100-fold over ``COOL_DOWN`` steps, then it stops.
 - The returned parameters are an average of the last ~100 iterates, not the last one.
 - Float64 by default: floating tensors in the model's arguments are cast.
 - Each fit has its own param store and RNG stream (:mod:`inference.isolation`).
@@ -55,6 +56,7 @@ LR_DECAY = 0.01  # the learning rate at the end of the budget, as a fraction of 
 ADAM_EPS = 1e-6
 POOR_START_NATS = 1.0  # IWAE - ELBO of the Laplace start above which it is not used
 AVERAGE_HORIZON = 100  # steps: time constant of the iterate average the fit returns
+COOL_DOWN = 200  # steps of annealing after the final plateau
 
 
 class FitError(RuntimeError):
@@ -321,10 +323,19 @@ def _optimise(loss_fn, model, guide, args, kwargs, num_steps, lr, progress_bar):
     params: set = set()
     average = _IterateAverage()
     restarted = False
+    cooling_since = None  # the step after the final plateau
     bar = tqdm(total=num_steps, disable=not progress_bar, desc="svi", leave=False)
     try:
         for step in range(num_steps):
             step_lr = lr * LR_DECAY ** (step / num_steps)
+            if cooling_since is not None:
+                # After the final plateau, anneal before stopping: the lr falls 100-fold
+                # over COOL_DOWN steps, so the returned average does not keep the jitter
+                # of a large lr (a far-off hand guide plateaus at lr ~0.3: 0.4 sd off).
+                cooled = (step - cooling_since) / COOL_DOWN
+                if cooled >= 1:
+                    break
+                step_lr *= LR_DECAY**cooled
             with poutine.trace(param_only=True) as param_capture:
                 try:
                     with _quiet_jit():
@@ -357,10 +368,10 @@ def _optimise(loss_fn, model, guide, args, kwargs, num_steps, lr, progress_bar):
             bar.update()
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4g}", lr=f"{step_lr:.1e}")
-            if plateau.update(losses):
+            if cooling_since is None and plateau.update(losses):
                 if restarted:
-                    average.apply()
-                    return losses, True
+                    cooling_since = step + 1
+                    continue
                 # A plateau may be a stall: after a start far from the posterior, Adam's
                 # second moments remember gradients 1e4x too large for thousands of
                 # steps, and every step is tiny. Forget them and judge again: a true
@@ -371,7 +382,7 @@ def _optimise(loss_fn, model, guide, args, kwargs, num_steps, lr, progress_bar):
     finally:
         bar.close()
     average.apply()
-    return losses, False
+    return losses, cooling_since is not None
 
 
 @contextlib.contextmanager

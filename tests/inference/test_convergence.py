@@ -63,18 +63,19 @@ def test_flat_curve_with_unit_noise_is_a_plateau_once_the_span_resolves_tol(seed
         (0.10, 1.0, "normal"),  # 10 x tol, SE of the 200-point slope 0.25 nats/window
         (0.10, 1.0, "chi2"),
         (0.80, 25.0, "chi2"),  # the loss of a hand guide still shrinking its scale
-        (0.02, 0.1, "normal"),  # 2 x tol, resolvable only from 800 points
+        (0.02, 0.1, "normal"),  # 2 x tol, resolvable only from 400 points
     ],
 )
 def test_steadily_falling_noisy_curve_is_never_a_plateau(
     seed, decrease_per_window, noise_sd, noise
 ):
-    # A 200-point span cannot tell these curves from flat ones (the old one-span rule
-    # called a plateau on 40-85% of such curves, whenever the noise tilted a span
-    # upwards). A span that resolves tol sees the fall: a false plateau needs its
-    # estimated decrease more than 4 SEs below the truth (case 4, at 400 points) or
-    # 49 SEs (cases 1-2, at 3200 points); case 3 is never resolved within 5000 steps
-    # (it needs 14,400 points), so there is no verdict at all.
+    # A 200-point span cannot tell these curves from flat ones (a rule judging only
+    # that span called a plateau, whenever the noise tilted it upwards, on 40-85% of
+    # 5000-step curves like cases 1-3; here it failed 18 of these 40). A span that
+    # resolves tol sees the fall: a false plateau needs its estimated decrease more
+    # than 4 SEs below the truth (case 4, at 400 points) or 49 SEs (cases 1-2, at 3200
+    # points); case 3 is never resolved within 5000 steps (it needs 14,400 points), so
+    # there is no verdict at all.
     rng = np.random.default_rng(100 + seed)
     steps = np.arange(5000)
     draws = rng.standard_normal(5000) if noise == "normal" else chi2_noise(rng, 5000)

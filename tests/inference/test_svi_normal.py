@@ -27,21 +27,25 @@ def data():
     return x, mean, sd, gl.exact_log_evidence(x)
 
 
-@pytest.fixture(scope="module")
-def hand_fit(data):
+@pytest.fixture(scope="module", params=range(5))
+def hand_fit(request, data):
     # The hand guide starts at m0 - 3 s0 = -30 with scale s0 = 10: 315 posterior sds
-    # from the mean and 100x too wide. Its first gradients are ~1e4 times those near
-    # the answer; lr 0.5 crosses that distance in tens of steps, 16 particles keep
-    # the late gradients informative, and 5000 steps let lr decay slowly.
-    return fit_svi(gl.model, hand.guide, data[0], num_steps=5000, lr=0.5, num_particles=16)
+    # from the mean and 100x too wide, so its first gradients are ~1e4 times those near
+    # the answer. lr 0.3 crosses that distance in ~100 steps; 16 particles keep the late
+    # gradients informative. Checked for every seed in 0-4 (sklearn's habit): a single
+    # lucky seed passed even when the engine left 4 seeds in 5 short of the bars.
+    x = data[0]
+    return fit_svi(
+        gl.model, hand.guide, x, num_steps=3000, lr=0.3, num_particles=16, seed=request.param
+    )
 
 
 @pytest.fixture(scope="module", params=["normal", "mvn"])
 def auto_fit(request, data):
     # Autoguides start at the Laplace fit, exact here, but the ELBO's gradient is noisy
     # even at the optimum, so Adam's iterates wander by ~sqrt(lr). At the default lr
-    # 1e-2 the fitted sd missed the 5% bar for 1 seed in 10 (5.6% off); lr 3e-3 keeps
-    # mean and sd within 0.03 sd and 3.2% for seeds 0-9.
+    # 1e-2 seeds 0-9 gave means up to 0.067 sd off and sds up to 6.8% off; lr 3e-3 keeps
+    # them within 0.025 sd and 4%.
     return request.param, fit_svi(gl.model, request.param, data[0], lr=3e-3)
 
 
@@ -116,20 +120,34 @@ def test_elbo_of_a_poor_guide_shows_its_kl_gap(data):
     assert abs((log_evidence - est.value) - kl) < 4 * est.mcse
 
 
-def test_losses_are_one_per_step_taken(hand_fit, auto_fit):
-    for fit in (hand_fit, auto_fit[1]):
-        assert isinstance(fit.losses, np.ndarray)
-        assert fit.losses.ndim == 1
-        assert len(fit.losses) == fit.num_steps
-        assert np.isfinite(fit.losses).all()
-        assert fit.elapsed_s > 0
+def assert_losses_one_per_step(fit):
+    assert isinstance(fit.losses, np.ndarray)
+    assert fit.losses.ndim == 1
+    assert len(fit.losses) == fit.num_steps
+    assert np.isfinite(fit.losses).all()
+    assert fit.elapsed_s > 0
 
 
-def test_converged_means_stopped_early_by_the_plateau_rule(hand_fit, auto_fit):
-    # Both fits above reach the answer before their budget runs out.
-    for fit, budget in ((hand_fit, 5000), (auto_fit[1], 2000)):  # 2000: the default
-        assert fit.converged
-        assert len(fit.losses) < budget
+def test_hand_guide_losses_are_one_per_step_taken(hand_fit):
+    assert_losses_one_per_step(hand_fit)
+
+
+def test_autoguide_losses_are_one_per_step_taken(auto_fit):
+    assert_losses_one_per_step(auto_fit[1])
+
+
+# converged=True means the plateau rule stopped the fit: both fits above reach the
+# answer (tests above) and stop before their budgets (3000; 2000 is the default).
+
+
+def test_hand_guide_fit_converged_before_its_budget(hand_fit):
+    assert hand_fit.converged
+    assert len(hand_fit.losses) < 3000
+
+
+def test_autoguide_fit_converged_before_its_budget(auto_fit):
+    assert auto_fit[1].converged
+    assert len(auto_fit[1].losses) < 2000
 
 
 def test_budget_too_small_to_judge_is_not_converged(data):
