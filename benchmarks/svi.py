@@ -16,7 +16,7 @@ import torch
 from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO
 from pyro.infer.autoguide import AutoMultivariateNormal
 
-import inference.svi
+import inference.svi.fit
 from benchmarks.data import arrays, noncentered
 from benchmarks.measures import (
     Stopwatch,
@@ -26,7 +26,7 @@ from benchmarks.measures import (
     time_to_answer,
 )
 from inference import fit_svi
-from inference.convergence import Plateau
+from inference.svi.convergence import Plateau
 
 SNAPSHOT_EVERY = 10
 SITES = ("mu", "tau", "eta")  # the order of the unconstrained latents in every snapshot
@@ -146,11 +146,11 @@ def run_vilab_svi(num_steps: int = 2000, *, seed: int = 0, every: int = SNAPSHOT
 
     y, sigma = arrays()
     clock = Stopwatch()
-    with mock.patch.object(inference.svi, "Plateau", RecordingPlateau):
+    with mock.patch.object(inference.svi.fit, "Plateau", RecordingPlateau):
         fit = fit_svi(noncentered, "mvn", y, sigma, num_steps=num_steps, seed=seed)
     wall_s, cpu_s = clock.read()
     if not raw and fit.num_steps >= every:
-        raise RuntimeError("fit_svi no longer calls inference.svi.Plateau: no snapshots taken")
+        raise RuntimeError("fit_svi no longer calls inference.svi.fit.Plateau: no snapshots taken")
     params = {name.rsplit(".", 1)[-1]: value for name, value in fit.params().items()}
     raw = [r for r in raw if r[0] < fit.num_steps]
     raw.append((fit.num_steps, wall_s, params["u_loc"], params["u_scale_tril"]))

@@ -40,7 +40,7 @@ class WhitenedAutoGuide(pyro_autoguide.AutoContinuous):
         The Pyro model.
     family : str
         One of ``normal``, ``mvn``, ``lowrank``, ``iaf``.
-    laplace : inference.laplace.Laplace, optional
+    laplace : inference.svi.laplace.Laplace, optional
         Centre and curvature at the MAP; its sites must match the model's latents.
     rank : int, optional
         Rank of the ``lowrank`` family (default ``ceil(sqrt(latent_dim))``).

@@ -3,10 +3,10 @@
 The engines are generic in ``(model, guide, *args)``; they bind no shipped model.
 """
 
-from inference.compare import compare, method_table
 from inference.evidence import ElboEstimate
-from inference.nuts import NUTSResult, run_nuts
+from inference.mcmc import NUTSResult, run_nuts
 from inference.svi import FitError, SVIResult, fit_svi
+from inference.tables import compare, method_table
 
 __all__ = [
     "ElboEstimate",

@@ -2,7 +2,7 @@
 
 import sys
 
-from inference.cli import main
+from inference.lab.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

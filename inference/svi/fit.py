@@ -10,7 +10,7 @@ plain Pyro loop:
   in the identity basis instead.
 - The learning rate decays geometrically from ``lr`` to ``lr / 100`` over the step
   budget, and the fit stops early once the loss has confidently stopped falling
-  (:mod:`inference.convergence`, ``converged=True``), judged twice: the first plateau
+  (:mod:`inference.svi.convergence`, ``converged=True``), judged twice: the first plateau
   resets Adam's moments, in case it was a stall rather than the optimum; after the
   second the learning rate is annealed 100-fold over ``COOL_DOWN`` steps, then it stops.
 - The returned parameters are an average of the last ~100 iterates, not the last one.
@@ -41,12 +41,13 @@ from pyro.infer import (
 )
 from tqdm.auto import tqdm
 
-from inference.convergence import Plateau
-from inference.datatree import model_coords, to_datatree
-from inference.draws import guide_draws, max_plate_nesting, trace_model
 from inference.evidence import ElboEstimate, estimate_elbo
 from inference.isolation import cast, isolated
-from inference.laplace import laplace as laplace_fit
+from inference.posterior.datatree import model_coords, to_datatree
+from inference.posterior.draws import guide_draws
+from inference.sites import max_plate_nesting, trace_model
+from inference.svi.convergence import Plateau
+from inference.svi.laplace import laplace as laplace_fit
 from inference.validation import check_positive_float, check_positive_int
 
 ELBOS = ("trace", "meanfield", "enum")
@@ -108,7 +109,7 @@ class SVIResult:
             return {name: store[name].detach().clone() for name in store.keys()}
 
     def sample(self, num_samples: int = 1000, seed: int = 0):
-        """Draws from the guide, replayed through the model (:class:`inference.draws.Draws`)."""
+        """Draws from the guide, replayed through the model (``Draws``)."""
         check_positive_int("num_samples", num_samples)
         with isolated(seed, self.dtype, self._params):
             return guide_draws(self.model, self.guide, num_samples, self.args, self.kwargs)

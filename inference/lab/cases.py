@@ -20,7 +20,7 @@ import xarray as xr
 
 from guides import eight_schools as eight_schools_guides
 from guides import gaussian_latent as gaussian_latent_guides
-from inference.nuts import NUTSResult, run_nuts
+from inference.mcmc import NUTSResult, run_nuts
 from inference.svi import SVIResult, fit_svi
 from models import eight_schools, gaussian_latent
 

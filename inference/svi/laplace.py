@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import torch
 from pyro import poutine
-from pyro.distributions.transforms import biject_to
 from pyro.poutine.util import site_is_subsample
 
-from inference.draws import latent_sites, trace_model, zero_point
+from inference.sites import trace_model, unconstrained_sites
 
 MAX_DENSE_DIM = 400  # above this, skip the Hessian: d backward passes get too dear
 
@@ -48,36 +47,6 @@ class Laplace:
     def meanfield_scale(self) -> torch.Tensor:
         """The mean-field optimum for a Gaussian posterior: ``1 / sqrt(diag(precision))``."""
         return self.precision.diagonal().rsqrt()
-
-
-def feasible_value(site) -> torch.Tensor:
-    """A point inside the support: the prior median, or 0 unconstrained for improper priors."""
-    fn = site["fn"]
-    transform = biject_to(fn.support)
-    try:
-        draws = torch.stack([fn.sample() for _ in range(15)])
-        value = draws.median(dim=0).values
-        if torch.isfinite(transform.inv(value)).all():
-            return value
-    except (NotImplementedError, ValueError, RuntimeError):
-        pass
-    return zero_point(fn)
-
-
-def unconstrained_sites(model, args, kwargs):
-    """The latent sites, their feasible start values (unconstrained) and transforms."""
-    trace = trace_model(model, args, kwargs)
-    names = latent_sites(trace)
-    sites, starts, transforms = [], [], {}
-    for name in names:
-        site = trace.nodes[name]
-        transform = biject_to(site["fn"].support)
-        u = transform.inv(feasible_value(site))
-        sites.append((name, tuple(u.shape)))
-        starts.append(u.reshape(-1))
-        transforms[name] = transform
-    start = torch.cat(starts) if starts else torch.zeros(0)
-    return tuple(sites), start, transforms
 
 
 MAX_MINIBATCHES = 20  # minibatches that stand in for the full data in a subsampled model

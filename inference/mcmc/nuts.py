@@ -31,10 +31,10 @@ import xarray as xr
 from pyro.distributions.transforms import biject_to
 from pyro.infer import MCMC, NUTS
 
-from inference.datatree import model_coords, to_datatree
-from inference.draws import Draws, max_plate_nesting, replay_samples, trace_model
 from inference.isolation import cast, isolated
-from inference.laplace import feasible_value, unconstrained_sites
+from inference.posterior.datatree import model_coords, to_datatree
+from inference.posterior.draws import Draws, replay_samples
+from inference.sites import feasible_value, max_plate_nesting, trace_model, unconstrained_sites
 from inference.validation import check_positive_int, check_probability
 
 DENSE_MASS_MAX_DIM = 200

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from inference import cli
-from inference.cases import METHODS, case_names
-from inference.report import METHOD_COLUMNS, PARAMETER_COLUMNS
+from inference.lab import cli
+from inference.lab.cases import METHODS, case_names
+from inference.lab.report import METHOD_COLUMNS, PARAMETER_COLUMNS
 
 TIMEOUT_S = 600
 
@@ -240,7 +240,7 @@ def test_force_and_a_methods_subset(tmp_path):
 
 
 def _fake_run_method(fail: str, error: BaseException):
-    from inference import cases
+    from inference.lab import cases
 
     real = cases.run_method
 
@@ -260,7 +260,7 @@ def _fake_run_method(fail: str, error: BaseException):
 def test_a_failed_or_interrupted_method_keeps_what_finished(
     tmp_path, monkeypatch, capsys, error, code, message
 ):
-    from inference import cases
+    from inference.lab import cases
 
     monkeypatch.setattr(cases, "run_method", _fake_run_method("svi-mvn", error))
     out = tmp_path / "run"

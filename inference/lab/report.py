@@ -12,7 +12,6 @@ directory::
 import base64
 import datetime
 import html
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,9 +21,10 @@ import pandas as pd
 import xarray as xr
 from matplotlib.figure import Figure
 
-from inference import plots
-from inference.cases import METHODS, Case
-from inference.compare import as_datatree, compare, method_table
+from inference.lab import plots
+from inference.lab.cases import METHODS, Case
+from inference.posterior.netcdf import netcdf_safe
+from inference.tables import as_datatree, compare, method_table
 
 METHOD_COLUMNS = (
     "case",
@@ -146,41 +146,6 @@ def case_figures(
         except Exception as err:  # one figure that cannot be drawn must not sink the report
             failed[name] = f"{type(err).__name__}: {err}"
     return figures, failed
-
-
-def netcdf_safe(tree: xr.DataTree) -> xr.DataTree:
-    """A copy of ``tree`` that NetCDF can store: plain attributes, no object arrays.
-
-    Booleans in attributes become 0/1, None is dropped, other non-scalars become JSON
-    strings; object-dtype variables and coordinates (e.g. Python strings) become unicode.
-    """
-
-    def clean_attrs(attrs):
-        out = {}
-        for key, value in attrs.items():
-            if value is None:
-                continue
-            if isinstance(value, bool | np.bool_):
-                out[key] = int(value)
-            elif isinstance(value, str | int | float | np.integer | np.floating):
-                out[key] = value
-            elif isinstance(value, np.ndarray) and value.dtype.kind in "iuf":
-                out[key] = value
-            else:
-                out[key] = json.dumps(value, default=str)
-        return out
-
-    def clean(ds: xr.Dataset) -> xr.Dataset:
-        ds = ds.copy()
-        for name in list(ds.variables):
-            var = ds[name]
-            if var.dtype == object:
-                ds[name] = var.astype(str)
-            ds[name].attrs = clean_attrs(ds[name].attrs)
-        ds.attrs = clean_attrs(ds.attrs)
-        return ds
-
-    return xr.DataTree.from_dict({node.path: clean(node.to_dataset()) for node in tree.subtree})
 
 
 def _figure_png(fig: Figure) -> bytes:

@@ -21,7 +21,8 @@ import pyro
 import torch
 from pyro import poutine
 
-from inference.draws import DRAW_PLATE, max_plate_nesting, trace_model
+from inference.posterior.draws import DRAW_PLATE
+from inference.sites import max_plate_nesting, trace_model
 
 
 @dataclass(frozen=True)

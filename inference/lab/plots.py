@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from inference.compare import as_datatree, flatten
+from inference.tables import as_datatree, flatten
 
 KNOWN_METHODS = ("nuts", "svi-normal", "svi-mvn", "svi-iaf", "svi-guide", "svi-lowrank")
 PALETTE = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9")
@@ -218,7 +218,7 @@ def forest(
 ) -> Figure:
     """Mean and 90% interval (``q05``-``q95``) of each parameter by each method.
 
-    ``parameters`` is the table of :func:`inference.compare` (columns ``method``,
+    ``parameters`` is the table of :func:`inference.tables.compare` (columns ``method``,
     ``parameter``, ``mean``, ``q05``, ``q95``). The reference, when given, is the black
     row on top of each parameter's group.
     """

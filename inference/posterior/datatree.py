@@ -10,7 +10,7 @@ attribute on the model function (``{"school": ["Choate", ...]}``) when lengths m
 import numpy as np
 import xarray as xr
 
-from inference.draws import Draws, SiteDraws
+from inference.posterior.draws import Draws, SiteDraws
 
 
 def _coords_for(dims, shape, coords) -> dict:

@@ -13,9 +13,9 @@ import numpy as np
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions.transforms import biject_to
-from pyro.infer.autoguide.initialization import InitMessenger
 from pyro.poutine.util import site_is_subsample
+
+from inference.sites import latent_sites, max_plate_nesting, trace_model
 
 DRAW_PLATE = "_vilab_draws"
 
@@ -44,53 +44,6 @@ class Draws:
     posterior: dict[str, SiteDraws]
     log_likelihood: dict[str, SiteDraws]
     observed_data: dict[str, SiteDraws]
-
-
-def zero_point(fn) -> torch.Tensor:
-    """The point of ``fn``'s support at 0 in the unconstrained space (no sampling needed)."""
-    transform = biject_to(fn.support)
-    return transform(torch.zeros(transform.inverse_shape(fn.batch_shape + fn.event_shape)))
-
-
-def _prior_draw(site):
-    """A draw from the site's prior; for a prior that cannot be sampled, its zero point."""
-    try:
-        return site["fn"].sample().detach()
-    except NotImplementedError:  # e.g. ImproperUniform
-        return zero_point(site["fn"])
-
-
-def trace_model(model, args, kwargs):
-    """One trace of ``model`` drawn from its prior, blocked from any outer handler.
-
-    Latent sites whose prior cannot be sampled (``ImproperUniform``) get a feasible value.
-    """
-    with poutine.block():
-        return poutine.trace(InitMessenger(_prior_draw)(model)).get_trace(*args, **kwargs)
-
-
-def max_plate_nesting(trace) -> int:
-    """How many plates a model trace nests (a draw plate goes to their left)."""
-    dims = [
-        f.dim
-        for site in trace.nodes.values()
-        if site["type"] == "sample"
-        for f in site["cond_indep_stack"]
-        if f.vectorized
-    ]
-    return -min(dims) if dims else 0
-
-
-def latent_sites(trace) -> list[str]:
-    """Names of the latent (sampled, not observed, not auxiliary) sites of a trace."""
-    return [
-        name
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample"
-        and not site["is_observed"]
-        and not site_is_subsample(site)
-        and not site["infer"].get("is_auxiliary")
-    ]
 
 
 def _plate_names(site) -> dict[int, str]:

@@ -11,7 +11,7 @@ resolves s < 0.33 and n = 3200 resolves s < 2.6. The tests below use these numbe
 import numpy as np
 import pytest
 
-from inference.convergence import Plateau
+from inference.svi.convergence import Plateau
 
 WINDOW, TOL = 100, 0.01
 

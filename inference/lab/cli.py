@@ -118,7 +118,7 @@ def _out_dir(text: str | None, case_name: str, force: bool) -> Path:
 
 
 def _command_list() -> int:
-    from inference.cases import case_names, get_case
+    from inference.lab.cases import case_names, get_case
 
     width = max(len(n) for n in case_names())
     for name in case_names():
@@ -146,7 +146,7 @@ def _quiet_warnings():
 
 def _run_methods(case, methods, args, progress: bool):
     """Run each method; returns (results, trees, failed, interrupted)."""
-    from inference.cases import method_datatree, run_method
+    from inference.lab.cases import method_datatree, run_method
 
     results, trees, failed = {}, {}, {}
     for i, method in enumerate(methods, 1):
@@ -181,7 +181,7 @@ METHOD_FORMATS = {
 
 
 def _print_tables(methods_df, parameters_df) -> None:
-    from inference.report import compact_table
+    from inference.lab.report import compact_table
 
     shown = ["method"] + [
         c for c in (*METHOD_FORMATS, "converged") if c in methods_df and methods_df[c].notna().any()
@@ -210,7 +210,7 @@ def _write(case, out, results, trees, failed, settings) -> bool:
     """Print the tables and write every output; False when a figure could not be drawn."""
     import matplotlib.pyplot as plt
 
-    from inference.report import case_figures, case_tables, stale_outputs, write_report
+    from inference.lab.report import case_figures, case_tables, stale_outputs, write_report
 
     parameters_df, methods_df = case_tables(case, results, trees)
     _print_tables(methods_df, parameters_df)
@@ -231,7 +231,7 @@ def _write(case, out, results, trees, failed, settings) -> bool:
 
 
 def _command_compare(args) -> int:
-    from inference.cases import get_case
+    from inference.lab.cases import get_case
 
     try:
         case = get_case(args.case)

@@ -1,0 +1,1 @@
+"""Posterior data: draws read from a model's trace and their ArviZ DataTree."""
