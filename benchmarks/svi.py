@@ -8,7 +8,6 @@ time to answer. NumPyro's runner is in :mod:`benchmarks.numpyro_eight_schools`.
 """
 
 from dataclasses import dataclass, field
-from unittest import mock
 
 import numpy as np
 import pyro
@@ -16,7 +15,6 @@ import torch
 from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO
 from pyro.infer.autoguide import AutoMultivariateNormal
 
-import inference.svi.fit
 from benchmarks.data import arrays, noncentered
 from benchmarks.measures import (
     Stopwatch,
@@ -26,7 +24,6 @@ from benchmarks.measures import (
     time_to_answer,
 )
 from inference import fit_svi
-from inference.svi.convergence import Plateau
 
 SNAPSHOT_EVERY = 10
 SITES = ("mu", "tau", "eta")  # the order of the unconstrained latents in every snapshot
@@ -124,33 +121,27 @@ def _pack(snapshots):
 def run_vilab_svi(num_steps: int = 2000, *, seed: int = 0, every: int = SNAPSHOT_EVERY):
     """vilab ``fit_svi(model, "mvn")`` with its defaults, observed every ``every`` steps.
 
-    ``fit_svi`` has no callback, so the snapshots are taken by wrapping the plateau
-    rule it calls once per step (the same rule, taking the same decisions): the
-    wrapper copies the guide's whitened parameters ``u_loc`` and ``u_scale_tril`` from
-    the fit's private param store. After the fit they are mapped back with the guide's
-    fixed centre ``c`` and basis ``B``: ``loc = c + B u_loc``, ``L = B u_scale_tril``.
-    The last snapshot is the fitted guide as returned (``fit.params()``).
+    The snapshots are taken by ``fit_svi``'s ``callback``, which runs inside the fit
+    (its param store is the fit's): it copies the guide's whitened parameters ``u_loc``
+    and ``u_scale_tril``. After the fit they are mapped back with the guide's fixed
+    centre ``c`` and basis ``B``: ``loc = c + B u_loc``, ``L = B u_scale_tril``. The
+    last snapshot is the fitted guide as returned (``fit.params()``).
     """
     raw = []
 
-    class RecordingPlateau(Plateau):
-        def update(self, losses):
-            if len(losses) % every == 0:
-                store = pyro.get_param_store()
-                params = {name.rsplit(".", 1)[-1]: store[name] for name in store.keys()}
-                u_loc, u_tril = params["u_loc"], params["u_scale_tril"]
-                raw.append(
-                    (len(losses), clock.read()[0], u_loc.detach().clone(), u_tril.detach().clone())
-                )
-            return super().update(losses)
+    def record(info):
+        if (info.step + 1) % every == 0:
+            store = pyro.get_param_store()
+            params = {name.rsplit(".", 1)[-1]: store[name] for name in store.keys()}
+            u_loc, u_tril = params["u_loc"], params["u_scale_tril"]
+            raw.append(
+                (info.step + 1, clock.read()[0], u_loc.detach().clone(), u_tril.detach().clone())
+            )
 
     y, sigma = arrays()
     clock = Stopwatch()
-    with mock.patch.object(inference.svi.fit, "Plateau", RecordingPlateau):
-        fit = fit_svi(noncentered, "mvn", y, sigma, num_steps=num_steps, seed=seed)
+    fit = fit_svi(noncentered, "mvn", y, sigma, num_steps=num_steps, seed=seed, callback=record)
     wall_s, cpu_s = clock.read()
-    if not raw and fit.num_steps >= every:
-        raise RuntimeError("fit_svi no longer calls inference.svi.fit.Plateau: no snapshots taken")
     params = {name.rsplit(".", 1)[-1]: value for name, value in fit.params().items()}
     raw = [r for r in raw if r[0] < fit.num_steps]
     raw.append((fit.num_steps, wall_s, params["u_loc"], params["u_scale_tril"]))

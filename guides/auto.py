@@ -146,7 +146,10 @@ class WhitenedAutoGuide(pyro_autoguide.AutoContinuous):
         """Covariance of the unconstrained latent vector (Gaussian families only)."""
         if self.family == "iaf":
             raise ValueError("the iaf family has no closed-form covariance")
-        return self.get_posterior().covariance_matrix.detach()
+        posterior = self.get_posterior()
+        if self.family == "normal":
+            return torch.diag(posterior.variance).detach()
+        return posterior.covariance_matrix.detach()
 
     def site_slices(self) -> dict[str, slice]:
         """Where each latent site sits in the packed unconstrained vector."""

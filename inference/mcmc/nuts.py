@@ -31,7 +31,7 @@ import xarray as xr
 from pyro.distributions.transforms import biject_to
 from pyro.infer import MCMC, NUTS
 
-from inference.isolation import cast, isolated
+from inference.isolation import Room, check_seed, isolated, prepare, resolve_device
 from inference.posterior.datatree import model_coords, to_datatree
 from inference.posterior.draws import Draws, replay_samples
 from inference.sites import feasible_value, max_plate_nesting, trace_model, unconstrained_sites
@@ -134,6 +134,7 @@ class NUTSResult:
     warmup_steps: int
     dense_mass: bool
     warm_start: bool
+    device: torch.device = torch.device("cpu")
 
     @property
     def num_divergences(self) -> int:
@@ -146,12 +147,12 @@ class NUTSResult:
         # Replay in the dtype the chains ran in: a prior that cannot be sampled
         # (ImproperUniform) gets its placeholder value in the default dtype.
         dtype = next(iter(flat.values())).dtype if flat else None
-        with isolated(0, dtype):
+        with isolated(Room(0, dtype, self.device)):
             return replay_samples(self.model, flat, self.args, self.kwargs)
 
     def to_datatree(self) -> xr.DataTree:
         """ArviZ DataTree: posterior (chain, draw, ...), sample_stats, log_likelihood, observed."""
-        attrs = {"method": "nuts", "elapsed_s": self.elapsed_s}
+        attrs = {"method": "nuts", "inference": "nuts", "elapsed_s": self.elapsed_s}
         return to_datatree(
             self.draws(), self.num_chains, self.stats, model_coords(self.model), attrs
         )
@@ -159,17 +160,19 @@ class NUTSResult:
 
 def _warm_start(fit, sites):
     """Initial values and inverse mass matrix (sorted-site order) from an SVI fit."""
-    guide = fit.guide
-    if not hasattr(guide, "covariance") or getattr(guide, "family", None) == "iaf":
-        raise ValueError(
-            "init_from needs an SVI fit with a Gaussian autoguide (normal, mvn, lowrank)"
-        )
-    with isolated(fit.seed, fit.dtype, fit._params):
-        posterior = guide.get_posterior()
-        loc, cov = posterior.mean.detach(), guide.covariance()
-        slices = guide.site_slices()
-    order = torch.cat([torch.arange(len(loc))[slices[name]] for name in sorted(slices)])
+    if not hasattr(fit, "gaussian"):
+        raise ValueError(f"init_from must be an SVI fit, got {type(fit).__name__}")
+    slices, loc, cov = fit.gaussian()
     shapes = dict(sites)
+    if set(slices) != set(shapes):
+        raise ValueError(
+            "init_from is a fit of another model: its latent sites are "
+            f"{sorted(slices)}, this model's {sorted(shapes)}"
+        )
+    for name, piece in slices.items():
+        if piece.stop - piece.start != int(torch.Size(shapes[name]).numel()):
+            raise ValueError(f"init_from is a fit of another model: site {name!r} differs in size")
+    order = torch.cat([torch.arange(len(loc))[slices[name]] for name in sorted(slices)])
     init = {name: loc[slices[name]].reshape(shapes[name]) for name in slices}
     return init, cov[order][:, order]
 
@@ -187,7 +190,7 @@ def _init_strategy(init_unconstrained, jitter, generator):
 
 
 def _run_chain(model, args, kwargs, chain, opts):
-    with isolated(opts["seed"] + chain, opts["dtype"]):
+    with isolated(Room(opts["seed"] + chain, opts["dtype"], opts["device"])):
         generator = torch.Generator().manual_seed(opts["seed"] + 1000 * chain)
         kernel = RecordingNUTS(
             model,
@@ -231,6 +234,7 @@ def run_nuts(
     parallel: bool = False,
     max_tree_depth: int = 10,
     dtype: torch.dtype | None = torch.float64,
+    device=None,
 ) -> NUTSResult:
     """Sample the posterior of ``model`` with NUTS.
 
@@ -252,6 +256,10 @@ def run_nuts(
         Start chains at a Gaussian autoguide's mean, mass matrix at its covariance.
     parallel : bool
         Run chains in separate processes (the model must be picklable).
+    device : str or torch.device, optional
+        Where data and chains live (default CPU). A GPU rarely pays for a small model's
+        NUTS: each leapfrog step is a handful of tiny kernels whose launch costs more
+        than the arithmetic; it is there for models with large data.
 
     Returns
     -------
@@ -262,9 +270,9 @@ def run_nuts(
     if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
         raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
     check_probability("target_accept", target_accept)
-    args = cast(tuple(model_args), dtype)
-    kwargs = cast(dict(model_kwargs or {}), dtype)
-    with isolated(seed, dtype):
+    room = Room(check_seed(seed), dtype, resolve_device(device))
+    args, kwargs = prepare(tuple(model_args), dict(model_kwargs or {}), room)
+    with isolated(room):
         sites, _, _ = unconstrained_sites(model, args, kwargs)
         nesting = max_plate_nesting(trace_model(model, args, kwargs))
     dim = sum(int(torch.Size(shape).numel()) for _, shape in sites)
@@ -277,6 +285,7 @@ def run_nuts(
     opts = dict(
         seed=seed,
         dtype=dtype,
+        device=room.device,
         target_accept=target_accept,
         dense=dense,
         jit=jit,
@@ -316,4 +325,5 @@ def run_nuts(
         warmup_steps=warmup_steps,
         dense_mass=dense,
         warm_start=init_from is not None,
+        device=room.device,
     )

@@ -4,32 +4,25 @@
 plain Pyro loop:
 
 - Autoguides by name start at the MAP, in the basis of the Laplace approximation
-  (see :mod:`guides.auto`), so badly scaled and correlated posteriors need no tuning.
-  Where the Laplace approximation is a poor fit (its importance weights show more
-  than ``POOR_START_NATS`` between IWAE and ELBO), they start from the prior median
-  in the identity basis instead.
-- The learning rate decays geometrically from ``lr`` to ``lr / 100`` over the step
-  budget, and the fit stops early once the loss has confidently stopped falling
-  (:mod:`inference.svi.convergence`, ``converged=True``), judged twice: the first plateau
-  resets Adam's moments, in case it was a stall rather than the optimum; after the
-  second the learning rate is annealed 100-fold over ``COOL_DOWN`` steps, then it stops.
+  (:mod:`inference.svi.start`, :mod:`guides.auto`).
+- The learning rate is ``lr`` until the fit has converged, then annealed for
+  ``COOL_DOWN`` steps (:mod:`inference.svi.schedule`); convergence is judged on the
+  loss *and* on the posterior's moments (:mod:`inference.svi.convergence`). Nothing
+  depends on the step budget: ``num_steps`` is only the most steps to take.
 - The returned parameters are an average of the last ~100 iterates, not the last one.
-- Float64 by default: floating tensors in the model's arguments are cast.
+- The fit is a loop over :func:`~inference.svi.state.svi_step`: ``callback=`` sees every
+  step, ``checkpoint=`` writes the whole state and resumes from it.
+- Float64 by default; every tensor argument is checked (finite) and moved to ``device``.
 - Each fit has its own param store and RNG stream (:mod:`inference.isolation`).
 """
 
 import contextlib
-import dataclasses
-import math
+import signal
+import threading
 import time
-import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
-import pyro
 import torch
-import xarray as xr
-from pyro import poutine
 from pyro.infer import (
     ELBO,
     JitTrace_ELBO,
@@ -41,91 +34,25 @@ from pyro.infer import (
 )
 from tqdm.auto import tqdm
 
-from inference.evidence import ElboEstimate, estimate_elbo
-from inference.isolation import cast, isolated
-from inference.posterior.datatree import model_coords, to_datatree
-from inference.posterior.draws import guide_draws
-from inference.sites import max_plate_nesting, trace_model
-from inference.svi.convergence import Plateau
-from inference.svi.laplace import laplace as laplace_fit
+from inference.isolation import Room, check_seed, isolated, prepare, resolve_device
+from inference.sites import latent_sites, max_plate_nesting, trace_model
+from inference.svi import checkpoint as ckpt
+from inference.svi.result import SVIResult
+from inference.svi.schedule import Schedule
+from inference.svi.start import check_guide_covers, resolve_guide
+from inference.svi.state import (
+    CompileError,
+    Problem,
+    SVIState,
+    apply_average,
+    compile_loss,
+    discover_params,
+    latent_transforms,
+    svi_step,
+)
 from inference.validation import check_positive_float, check_positive_int
 
 ELBOS = ("trace", "meanfield", "enum")
-LR_DECAY = 0.01  # the learning rate at the end of the budget, as a fraction of lr
-# Adam divides by sqrt(v) + eps: with eps at its 1e-8 default, round-off gradients of a
-# guide that already matches the posterior turn into full-size steps.
-ADAM_EPS = 1e-6
-POOR_START_NATS = 1.0  # IWAE - ELBO of the Laplace start above which it is not used
-AVERAGE_HORIZON = 100  # steps: time constant of the iterate average the fit returns
-COOL_DOWN = 200  # steps of annealing after the final plateau
-
-
-class FitError(RuntimeError):
-    """A fit that cannot go on (a non-finite loss, a guide that does not fit the model)."""
-
-
-class _CompileError(Exception):
-    """The JIT-compiled loss failed on its first call; retry uncompiled."""
-
-
-def _is_jit(loss_fn) -> bool:
-    return isinstance(loss_fn, JitTrace_ELBO | JitTraceMeanField_ELBO | JitTraceEnum_ELBO)
-
-
-@dataclass(frozen=True)
-class SVIResult:
-    """The product of :func:`fit_svi`.
-
-    losses: negative ELBO estimate per step taken (nats, whole data set).
-    converged: True when the plateau rule stopped the fit, False when the step budget did.
-    elapsed_s: wall-clock seconds, including the MAP/Laplace start for autoguides.
-    guide: the fitted guide (an autoguide object, or the user's callable).
-    guide_name: the autoguide name, or None for a callable guide.
-    laplace: the MAP/Laplace start used by an autoguide (None for callable guides).
-    """
-
-    model: object
-    guide: object
-    args: tuple
-    kwargs: dict
-    losses: np.ndarray
-    converged: bool
-    elapsed_s: float
-    guide_name: str | None
-    laplace: object
-    seed: int
-    dtype: torch.dtype | None
-    _params: dict = field(repr=False)
-
-    @property
-    def num_steps(self) -> int:
-        """Optimisation steps taken."""
-        return len(self.losses)
-
-    def params(self) -> dict[str, torch.Tensor]:
-        """The fitted parameters (constrained), by name."""
-        with isolated(self.seed, self.dtype, self._params):
-            store = pyro.get_param_store()
-            return {name: store[name].detach().clone() for name in store.keys()}
-
-    def sample(self, num_samples: int = 1000, seed: int = 0):
-        """Draws from the guide, replayed through the model (``Draws``)."""
-        check_positive_int("num_samples", num_samples)
-        with isolated(seed, self.dtype, self._params):
-            return guide_draws(self.model, self.guide, num_samples, self.args, self.kwargs)
-
-    def to_datatree(self, num_samples: int = 1000, seed: int = 0) -> xr.DataTree:
-        """Guide draws as an ArviZ DataTree: posterior dims (chain=1, draw=num_samples, ...)."""
-        draws = self.sample(num_samples, seed)
-        attrs = {"method": f"svi-{self.guide_name or 'guide'}", "elapsed_s": self.elapsed_s}
-        return to_datatree(draws, 1, coords=model_coords(self.model), attrs=attrs)
-
-    def elbo(self, num_particles: int = 2000, seed: int = 0) -> ElboEstimate:
-        """The ELBO (nats, whole data set) with its Monte Carlo standard error."""
-        check_positive_int("num_particles", num_particles)
-        with isolated(seed, self.dtype, self._params):
-            return estimate_elbo(self.model, self.guide, self.args, self.kwargs, num_particles)
-
 
 _ELBO_CLASSES = {
     "trace": (Trace_ELBO, JitTrace_ELBO),
@@ -147,52 +74,14 @@ def _make_elbo(elbo, num_particles: int, nesting: int, jit: bool) -> ELBO:
     return _ELBO_CLASSES[elbo][int(jit)](**opts)
 
 
-def _can_jit(jit, elbo, kwargs) -> bool:
-    """Compile the loss unless told not to, given an ELBO instance, or handed tensors
-    in ``model_kwargs`` (Pyro's JIT takes tensors only through ``*args``)."""
+def _can_jit(jit, elbo, kwargs, device) -> bool:
+    """Compile the loss unless told not to, given an ELBO instance, handed tensors in
+    ``model_kwargs`` (Pyro's JIT takes tensors only through ``*args``), or on a GPU
+    (the traced graph's CPU constants would not follow the data there)."""
     if jit is not None:
         return bool(jit) and not isinstance(elbo, ELBO)
     tensors_in_kwargs = any(isinstance(v, torch.Tensor) for v in kwargs.values())
-    return not isinstance(elbo, ELBO) and not tensors_in_kwargs
-
-
-def _resolve_guide(guide, model, args, kwargs):
-    if callable(guide) and not isinstance(guide, str):
-        return guide, None, None
-    if not isinstance(guide, str):
-        raise TypeError(
-            f"guide must be a callable or an autoguide name, not {type(guide).__name__}"
-        )
-    # The one import of guides from the engines: names are resolved here so users can
-    # write fit_svi(model, "mvn", ...). The factory is generic; no model is bound.
-    from guides.auto import AUTOGUIDES, autoguide
-
-    if guide not in AUTOGUIDES:
-        raise ValueError(f"unknown guide {guide!r}; choose one of: {', '.join(AUTOGUIDES)}")
-    start = laplace_fit(model, args, kwargs)
-    # Judge the Laplace approximation itself (full covariance), not the family built
-    # on it: a mean-field start on a correlated posterior has a large IWAE - ELBO gap
-    # even where the Laplace fit is exact, and is then the mean-field optimum.
-    probe = autoguide("mvn", model, laplace=start)
-    poor = start.ok and guide != "delta" and _poor_start(model, probe, args, kwargs)
-    pyro.get_param_store().clear()  # the probe's parameters are not the fit's
-    if poor:
-        # The Laplace fit is far from the posterior (e.g. the MAP of a funnel sits where
-        # little mass is): its basis would make Adam crawl. Start from the prior median
-        # in the identity basis instead.
-        start = dataclasses.replace(start, ok=False, message="Laplace start is a poor fit")
-        return autoguide(guide, model, laplace=None), guide, start
-    return autoguide(guide, model, laplace=start), guide, start
-
-
-def _poor_start(model, guide, args, kwargs) -> bool:
-    """True when importance weights of the initial guide show a gap of over
-    ``POOR_START_NATS`` between the importance-weighted bound and the ELBO."""
-    try:
-        est = estimate_elbo(model, guide, args, kwargs, num_particles=256)
-    except (RuntimeError, ValueError):
-        return False
-    return est.iwae - est.value > POOR_START_NATS
+    return not isinstance(elbo, ELBO) and not tensors_in_kwargs and device.type == "cpu"
 
 
 def fit_svi(
@@ -206,6 +95,10 @@ def fit_svi(
     seed: int = 0,
     progress_bar: bool = False,
     model_kwargs: dict | None = None,
+    device=None,
+    callback=None,
+    checkpoint=None,
+    checkpoint_every: int = 500,
     dtype: torch.dtype | None = torch.float64,
     jit: bool | None = None,
 ) -> SVIResult:
@@ -217,11 +110,13 @@ def fit_svi(
         A Pyro model; ``model_args`` and ``model_kwargs`` are passed to it (and to the guide).
     guide : callable or str
         A guide with the model's signature, or an autoguide name: ``normal``, ``mvn``,
-        ``lowrank``, ``delta``, ``iaf``.
+        ``lowrank``, ``delta``, ``iaf``. A guide must have a site for every latent site
+        of the model (discrete sites summed out by ``elbo="enum"`` excepted).
     num_steps : int
-        The most optimisation steps; the fit may stop earlier on convergence.
+        The most optimisation steps; the fit stops earlier on convergence, and a larger
+        budget follows the same path as a smaller one (it never gives a worse answer).
     lr : float
-        Initial Adam learning rate; it decays to ``lr / 100`` over ``num_steps``.
+        Adam's learning rate while climbing; annealed 100-fold once converged.
     elbo : str or pyro.infer.ELBO
         ``trace``, ``meanfield`` (analytic KL where available), ``enum`` or an instance.
     num_particles : int
@@ -229,13 +124,23 @@ def fit_svi(
     seed : int
         Seeds this fit only; the caller's RNG state is left alone.
     progress_bar : bool
-        Show a tqdm bar with the running loss.
+        Show a tqdm bar with the running loss, the phase and the moment drift.
+    device : str or torch.device, optional
+        Where data, parameters and the RNG live (default CPU).
+    callback : callable, optional
+        ``callback(info)`` after every step, with that step's
+        :class:`~inference.svi.state.StepInfo`; returning True stops the fit (not
+        converged).
+    checkpoint : path, optional
+        The fit's whole state is written there atomically every ``checkpoint_every``
+        steps, on interruption (Ctrl-C) and at the end. If the file exists, the fit
+        resumes from it and ends with the numbers of an uninterrupted fit.
     dtype : torch.dtype or None
         Cast floating model arguments to this dtype and compute in it (None: leave as is).
     jit : bool, optional
         Compile the loss with the PyTorch JIT (about 5x more steps per second on small
-        models). Default: on for ELBOs given by name when ``model_kwargs`` holds no
-        tensors; if compilation fails the fit falls back to the uncompiled loss.
+        models). Default: on for ELBOs given by name, on the CPU, when ``model_kwargs``
+        holds no tensors; if compilation fails the fit falls back to the uncompiled loss.
 
     Returns
     -------
@@ -250,162 +155,151 @@ def fit_svi(
     check_positive_int("num_steps", num_steps)
     check_positive_float("lr", lr)
     check_positive_int("num_particles", num_particles)
+    check_positive_int("checkpoint_every", checkpoint_every)
     if not isinstance(elbo, ELBO) and elbo not in ELBOS:
         raise ValueError(f"unknown elbo {elbo!r}; choose one of: {', '.join(ELBOS)}")
-    args = cast(tuple(model_args), dtype)
-    kwargs = cast(dict(model_kwargs or {}), dtype)
-    start_time = time.perf_counter()
-    with isolated(seed, dtype) as state:
-        nesting = max_plate_nesting(trace_model(model, args, kwargs))
-        guide_fn, guide_name, start = _resolve_guide(guide, model, args, kwargs)
-        use_jit = _can_jit(jit, elbo, kwargs)
-        loss_fn = _make_elbo(elbo, num_particles, nesting, use_jit)
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback must be callable, got {type(callback).__name__}")
+    room = Room(check_seed(seed), dtype, resolve_device(device))
+    args, kwargs = prepare(tuple(model_args), dict(model_kwargs or {}), room)
+    settings = {
+        "guide": guide if isinstance(guide, str) else "guide",
+        "lr": float(lr),
+        "elbo": elbo if isinstance(elbo, str) else type(elbo).__name__,
+        "num_particles": num_particles,
+        "seed": room.seed,
+        "num_steps": num_steps,
+        "device": str(room.device),
+        "dtype": str(dtype).removeprefix("torch."),
+    }
+    run = _Run(model, guide, args, kwargs, elbo, num_particles, room, settings, jit)
+    run.checkpoint, run.checkpoint_every = checkpoint, checkpoint_every
+    return run.fit(num_steps, callback, progress_bar)
+
+
+class _Run:
+    """One call of :func:`fit_svi`: set up in a sealed room, loop, return the result."""
+
+    def __init__(self, model, guide, args, kwargs, elbo, num_particles, room, settings, jit):
+        self.model, self.guide, self.args, self.kwargs = model, guide, args, kwargs
+        self.elbo, self.num_particles, self.room = elbo, num_particles, room
+        self.settings, self.jit = settings, jit
+        self.checkpoint, self.checkpoint_every = None, 500
+
+    def fit(self, num_steps, callback, progress_bar) -> SVIResult:
+        use_jit = _can_jit(self.jit, self.elbo, self.kwargs, self.room.device)
         try:
-            losses, converged = _optimise(
-                loss_fn, model, guide_fn, args, kwargs, num_steps, lr, progress_bar
-            )
-        except _CompileError:
-            loss_fn = _make_elbo(elbo, num_particles, nesting, jit=False)
-            losses, converged = _optimise(
-                loss_fn, model, guide_fn, args, kwargs, num_steps, lr, progress_bar
-            )
-    return SVIResult(
-        model=model,
-        guide=guide_fn,
-        args=args,
-        kwargs=kwargs,
-        losses=np.asarray(losses),
-        converged=converged,
-        elapsed_s=time.perf_counter() - start_time,
-        guide_name=guide_name,
-        laplace=start,
-        seed=seed,
-        dtype=dtype,
-        _params=state,
-    )
+            return self._fit(num_steps, callback, progress_bar, use_jit)
+        except CompileError:
+            return self._fit(num_steps, callback, progress_bar, jit=False)
 
+    def _fingerprint(self) -> dict:
+        return ckpt.fingerprint(self.model, self.guide, self.args, self.kwargs, self.settings)
 
-class _IterateAverage:
-    """Exponential moving average of the parameters (Polyak-Ruppert averaging).
+    def _fit(self, num_steps, callback, progress_bar, jit) -> SVIResult:
+        start_time = time.perf_counter()
+        earlier_s = 0.0
+        print_ = self._fingerprint() if self.checkpoint is not None else None
+        saved = ckpt.load(self.checkpoint, print_) if self.checkpoint is not None else None
+        with isolated(self.room) as store:
+            problem, state, guide_name, start = self._setup(jit)
+            if saved is not None:
+                state.load_state_dict(saved["state"])
+                ckpt.set_rng_state(saved["rng"])
+                earlier_s = saved["elapsed_s"]
 
-    Adam's iterates jitter around the optimum by about one step size, and a noisy
-    gradient keeps them jittering even where the guide is exact. The fit returns the
-    average of the recent iterates (time constant ``horizon`` steps), which removes
-    most of that jitter.
+            def save():
+                elapsed = earlier_s + time.perf_counter() - start_time
+                ckpt.save(self.checkpoint, state.state_dict(), ckpt.rng_state(), elapsed, print_)
 
-    References
-    ----------
-    Polyak & Juditsky (1992). Acceleration of stochastic approximation by averaging.
-    """
+            self._loop(problem, state, num_steps, callback, progress_bar, save)
+            if self.checkpoint is not None:
+                save()
+            apply_average(state)
+        return SVIResult(
+            model=self.model,
+            guide=problem.guide,
+            args=self.args,
+            kwargs=self.kwargs,
+            losses=np.asarray(state.losses),
+            converged=state.converged,
+            elapsed_s=earlier_s + time.perf_counter() - start_time,
+            guide_name=guide_name,
+            laplace=start,
+            settings=self.settings,
+            room=self.room,
+            _params=store,
+        )
 
-    def __init__(self, horizon: int = AVERAGE_HORIZON):
-        self.decay = 1.0 - 1.0 / horizon
-        self.average: dict = {}
+    def _setup(self, jit):
+        prototype = trace_model(self.model, self.args, self.kwargs)
+        nesting = max_plate_nesting(prototype)
+        names = latent_sites(prototype)
+        guide_fn, guide_name, start = resolve_guide(self.guide, self.model, self.args, self.kwargs)
+        problem = Problem(
+            loss_fn=_make_elbo(self.elbo, self.num_particles, nesting, jit),
+            model=self.model,
+            guide=guide_fn,
+            args=self.args,
+            kwargs=self.kwargs,
+            latent=latent_transforms(prototype, names),
+            nesting=nesting,
+            jit=jit,
+        )
+        state = SVIState(schedule=Schedule(self.settings["lr"]))
+        guide_trace = discover_params(problem, state)
+        enumerated = {n for n in names if prototype.nodes[n]["infer"].get("enumerate")}
+        check_guide_covers(guide_trace, names, enumerated)
+        compile_loss(problem)
+        return problem, state, guide_name, start
 
-    @torch.no_grad()
-    def update(self, params) -> None:
-        for p in params:
-            avg = self.average.get(p)
-            if avg is None:
-                self.average[p] = p.detach().clone()
-            else:
-                avg.mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)
-
-    @torch.no_grad()
-    def apply(self) -> None:
-        for p, avg in self.average.items():
-            p.copy_(avg)
-
-
-def _optimise(loss_fn, model, guide, args, kwargs, num_steps, lr, progress_bar):
-    losses: list[float] = []
-    plateau = Plateau()
-    optimizer = None
-    params: set = set()
-    average = _IterateAverage()
-    restarted = False
-    cooling_since = None  # the step after the final plateau
-    bar = tqdm(total=num_steps, disable=not progress_bar, desc="svi", leave=False)
-    try:
-        for step in range(num_steps):
-            step_lr = lr * LR_DECAY ** (step / num_steps)
-            if cooling_since is not None:
-                # After the final plateau, anneal before stopping: the lr falls 100-fold
-                # over COOL_DOWN steps, so the returned average does not keep the jitter
-                # of a large lr (a far-off hand guide plateaus at lr ~0.3: 0.4 sd off).
-                cooled = (step - cooling_since) / COOL_DOWN
-                if cooled >= 1:
-                    break
-                step_lr *= LR_DECAY**cooled
-            with poutine.trace(param_only=True) as param_capture:
-                try:
-                    with _quiet_jit():
-                        loss = loss_fn.differentiable_loss(model, guide, *args, **kwargs)
-                except (RuntimeError, TypeError, ValueError) as err:
-                    if step == 0 and _is_jit(loss_fn):
-                        raise _CompileError from err
-                    if step > 0 and not isinstance(err, TypeError):
-                        # E.g. Pyro's validation rejecting a NaN parameter: the fit blew up.
-                        first = (str(err).splitlines() or [""])[0][:200]
-                        what = f"the model or guide failed ({type(err).__name__}: {first})"
-                        raise _blow_up(what, step, losses) from err
-                    raise
-            new = {
-                site["value"].unconstrained() for site in param_capture.trace.nodes.values()
-            } - params
-            if new:
-                params |= new
-                optimizer = _grow_optimizer(optimizer, new, step_lr)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise _blow_up(f"the loss became {value}", step, losses)
-            for group in optimizer.param_groups:
-                group["lr"] = step_lr
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            average.update(params)
-            losses.append(value)
-            bar.update()
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4g}", lr=f"{step_lr:.1e}")
-            if cooling_since is None and plateau.update(losses):
-                if restarted:
-                    cooling_since = step + 1
-                    continue
-                # A plateau may be a stall: after a start far from the posterior, Adam's
-                # second moments remember gradients 1e4x too large for thousands of
-                # steps, and every step is tiny. Forget them and judge again: a true
-                # optimum stays flat, a stall starts falling.
-                optimizer.state.clear()
-                plateau.reset()
-                restarted = True
-    finally:
-        bar.close()
-    average.apply()
-    return losses, cooling_since is not None
+    def _loop(self, problem, state, num_steps, callback, progress_bar, save) -> None:
+        bar = tqdm(
+            total=num_steps, initial=state.step, disable=not progress_bar, desc="svi", leave=False
+        )
+        first = True
+        try:
+            with _interrupt_between_steps(self.checkpoint is not None) as check_interrupt:
+                while state.step < num_steps and not state.converged:
+                    info = svi_step(problem, state, first_call=first)
+                    first = False
+                    check_interrupt()
+                    bar.update()
+                    if info.step % 50 == 0:
+                        bar.set_postfix(
+                            loss=f"{np.mean(state.losses[-50:]):.4g}",
+                            phase=info.phase,
+                            drift=f"{info.drift:.2g}",
+                        )
+                    if self.checkpoint is not None and state.step % self.checkpoint_every == 0:
+                        save()
+                    if callback is not None and callback(info) is True:
+                        break
+        except KeyboardInterrupt:
+            if self.checkpoint is not None and not first:
+                save()
+            raise
+        finally:
+            bar.close()
 
 
 @contextlib.contextmanager
-def _quiet_jit():
-    """Hide torch's deprecation notice for ``torch.jit.trace``, which Pyro's JIT ELBOs use;
-    the user did not call it and cannot act on it."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*torch.jit.trace.*", category=FutureWarning)
-        yield
+def _interrupt_between_steps(enabled: bool):
+    """Defer Ctrl-C to the end of the current step, so a checkpoint never holds half a step.
 
+    Only where Python delivers signals (the main thread); elsewhere a no-op.
+    """
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    pending = []
+    previous = signal.signal(signal.SIGINT, lambda *_: pending.append(True))
 
-def _blow_up(what: str, step: int, losses: list[float]) -> FitError:
-    last = next((x for x in reversed(losses) if math.isfinite(x)), float("nan"))
-    return FitError(
-        f"{what} at step {step}; last finite loss {last:.4g}. "
-        "Try a smaller lr or a guide that starts closer to the posterior."
-    )
+    def check():
+        if pending:
+            raise KeyboardInterrupt
 
-
-def _grow_optimizer(optimizer, new_params, lr):
-    new_params = [p for p in new_params if p.requires_grad]
-    if optimizer is None:
-        return torch.optim.Adam(new_params, lr=lr, eps=ADAM_EPS)
-    optimizer.add_param_group({"params": new_params, "lr": lr})
-    return optimizer
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, previous)

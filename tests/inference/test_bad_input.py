@@ -116,11 +116,11 @@ LR, BUDGET = 0.1, 1000
 
 def _threshold_between_steps_30_and_31():
     # The guide below is a point mass whose loss has gradient -1 throughout, so each Adam
-    # step moves it up by exactly the step's learning rate, lr * 0.01 ** (t / budget).
+    # step moves it up by exactly the step's learning rate, lr (constant until a plateau).
     # After s steps it sits at the sum of the first s rates; a threshold halfway
     # between the positions after 30 and after 31 steps makes step 31 the first with a
     # NaN loss, with a margin of half a step (0.05) against round-off.
-    position = np.cumsum(LR * 0.01 ** (np.arange(40) / BUDGET))
+    position = np.cumsum(np.full(40, LR))
     return (position[29] + position[30]) / 2
 
 
@@ -154,3 +154,40 @@ def test_the_blowing_up_model_is_fine_below_its_threshold():
     model, guide = _blows_up(math.inf)
     fit = fit_svi(model, guide, lr=LR, num_steps=BUDGET)
     assert np.allclose(fit.losses, 1.2345)
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+@pytest.mark.parametrize("engine", ["svi", "nuts"])
+def test_non_finite_data_is_refused_up_front_naming_the_argument(bad, engine):
+    def model(x):
+        z = pyro.sample("z", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    x = torch.zeros(10)
+    x[4] = bad
+    run = (
+        (lambda: fit_svi(model, "normal", x, num_steps=5))
+        if engine == "svi"
+        else (lambda: run_nuts(model, x, num_samples=5, warmup_steps=5, num_chains=1))
+    )
+    with pytest.raises(ValueError, match=r"argument 1 holds 1 non-finite value.*index 4"):
+        run()
+
+
+def test_a_list_of_numbers_is_refused_and_a_numpy_array_is_converted():
+    def model(x):
+        z = pyro.sample("z", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    with pytest.raises(ValueError, match=r"argument 1 is a list of numbers: pass torch.tensor"):
+        run_nuts(model, [1.0, 2.0], num_samples=5, warmup_steps=5, num_chains=1)
+    mc = run_nuts(model, np.array([1.0, 2.0]), num_samples=5, warmup_steps=5, num_chains=1)
+    assert mc.samples["z"].shape == (1, 5)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.5, True])
+def test_a_seed_out_of_range_is_refused(seed, x):
+    with pytest.raises(ValueError, match="seed must be"):
+        fit_svi(gl.model, "normal", x, num_steps=5, seed=seed)

@@ -39,7 +39,8 @@ def test_nuts_tree_has_the_four_arviz_groups(nuts_tree):
 
 
 def test_svi_tree_has_no_sample_stats_and_one_chain(svi_tree):
-    assert set(svi_tree.children) == GROUPS - {"sample_stats"}
+    assert set(svi_tree.children) == GROUPS - {"sample_stats"} | {"losses"}
+    assert svi_tree["losses"]["loss"].dims == ("step",)
     posterior = svi_tree.posterior
     assert posterior.sizes["chain"] == 1
     assert posterior.sizes["draw"] == 30

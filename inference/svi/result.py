@@ -1,0 +1,113 @@
+"""What :func:`~inference.svi.fit_svi` returns: the fitted guide, its history and its settings."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyro
+import torch
+import xarray as xr
+
+from inference.evidence import ElboEstimate, estimate_elbo
+from inference.isolation import Room, isolated
+from inference.posterior.datatree import model_coords, to_datatree
+from inference.posterior.draws import guide_draws
+from inference.validation import check_positive_int
+
+
+@dataclass(frozen=True)
+class SVIResult:
+    """The product of :func:`~inference.svi.fit_svi`.
+
+    model, guide: the model and the fitted guide (an autoguide object, or the user's
+    callable). args, kwargs: the model's arguments, as the fit used them (cast, on its
+    device). losses: negative ELBO estimate per step taken (nats, whole data set).
+    converged: True when the convergence rule stopped the fit, False when the step
+    budget did. elapsed_s: wall-clock seconds, including the MAP/Laplace start for
+    autoguides (and, after a resume, the time of the earlier runs). guide_name: the
+    autoguide name, or None for a callable guide. laplace: the MAP/Laplace start used by
+    an autoguide (None for callable guides). settings: the options of the fit (lr,
+    elbo, num_particles, seed, num_steps, device, dtype) as plain values. room: seed,
+    dtype, device and threads every later computation on the fit runs in.
+    """
+
+    model: object
+    guide: object
+    args: tuple
+    kwargs: dict
+    losses: np.ndarray
+    converged: bool
+    elapsed_s: float
+    guide_name: str | None
+    laplace: object
+    settings: dict
+    room: Room
+    _params: dict = field(repr=False)
+
+    @property
+    def method(self) -> str:
+        """``svi-<autoguide>``, or ``svi-guide`` for a hand-written guide."""
+        return f"svi-{self.guide_name or 'guide'}"
+
+    @property
+    def num_steps(self) -> int:
+        """Optimisation steps taken."""
+        return len(self.losses)
+
+    def _room(self, seed: int) -> Room:
+        return Room(seed, self.room.dtype, self.room.device, self.room.num_threads)
+
+    def params(self) -> dict[str, torch.Tensor]:
+        """The fitted parameters (constrained), by name."""
+        with isolated(self.room, self._params):
+            store = pyro.get_param_store()
+            return {name: store[name].detach().clone() for name in store.keys()}
+
+    def sample(self, num_samples: int = 1000, seed: int = 0):
+        """Draws from the guide, replayed through the model (``Draws``)."""
+        check_positive_int("num_samples", num_samples)
+        with isolated(self._room(seed), self._params):
+            return guide_draws(self.model, self.guide, num_samples, self.args, self.kwargs)
+
+    def to_datatree(self, num_samples: int = 1000, seed: int = 0) -> xr.DataTree:
+        """Guide draws as an ArviZ DataTree: posterior dims (chain=1, draw=num_samples, ...).
+
+        Besides the ArviZ groups, group ``losses`` holds the loss of every step (dim
+        ``step``) and the posterior's attributes hold the fit's settings, so a saved tree
+        carries its history.
+        """
+        draws = self.sample(num_samples, seed)
+        attrs = {
+            "method": self.method,
+            "inference": "svi",
+            "elapsed_s": self.elapsed_s,
+            "converged": int(self.converged),
+            "num_steps_taken": self.num_steps,
+            **self.settings,
+        }
+        tree = to_datatree(draws, 1, coords=model_coords(self.model), attrs=attrs)
+        tree["losses"] = xr.DataTree(
+            xr.Dataset({"loss": ("step", np.asarray(self.losses))}, attrs=attrs)
+        )
+        return tree
+
+    def gaussian(self) -> tuple[dict[str, slice], torch.Tensor, torch.Tensor]:
+        """The guide as a Gaussian on the packed unconstrained latents.
+
+        Returns ``(slices, mean, covariance)``: where each latent site sits in the packed
+        vector, and the Gaussian's moments. Only the Gaussian autoguides (``normal``,
+        ``mvn``, ``lowrank``) have one; others raise ValueError.
+        """
+        if self.guide_name not in ("normal", "mvn", "lowrank"):
+            raise ValueError(
+                f"a {self.method} fit has no Gaussian on the latents: use an SVI fit with "
+                "guide 'normal', 'mvn' or 'lowrank'"
+            )
+        with isolated(self.room, self._params):
+            mean = self.guide.get_posterior().mean.detach()
+            return self.guide.site_slices(), mean, self.guide.covariance()
+
+    def elbo(self, num_particles: int = 2000, seed: int = 0) -> ElboEstimate:
+        """The ELBO (nats, whole data set) with its Monte Carlo standard error."""
+        check_positive_int("num_particles", num_particles)
+        with isolated(self._room(seed), self._params):
+            return estimate_elbo(self.model, self.guide, self.args, self.kwargs, num_particles)

@@ -1,0 +1,72 @@
+"""The guide a fit starts from: a callable as given, or an autoguide at the MAP/Laplace start.
+
+Autoguides by name start at the MAP, in the basis of the Laplace approximation (see
+:mod:`guides.auto`), so badly scaled and correlated posteriors need no tuning. Where
+the Laplace approximation is a poor fit (its importance weights show more than
+``POOR_START_NATS`` between IWAE and ELBO) they start from the prior median in the
+identity basis instead.
+"""
+
+import dataclasses
+
+import pyro
+
+from inference.evidence import estimate_elbo
+from inference.svi.laplace import laplace as laplace_fit
+
+POOR_START_NATS = 1.0  # IWAE - ELBO of the Laplace start above which it is not used
+
+
+def resolve_guide(guide, model, args, kwargs):
+    """``(guide callable, autoguide name or None, Laplace start or None)``."""
+    if callable(guide) and not isinstance(guide, str):
+        return guide, None, None
+    if not isinstance(guide, str):
+        raise TypeError(
+            f"guide must be a callable or an autoguide name, not {type(guide).__name__}"
+        )
+    # The one import of guides from the engines: names are resolved here so users can
+    # write fit_svi(model, "mvn", ...). The factory is generic; no model is bound.
+    from guides.auto import AUTOGUIDES, autoguide
+
+    if guide not in AUTOGUIDES:
+        raise ValueError(f"unknown guide {guide!r}; choose one of: {', '.join(AUTOGUIDES)}")
+    start = laplace_fit(model, args, kwargs)
+    # Judge the Laplace approximation itself (full covariance), not the family built
+    # on it: a mean-field start on a correlated posterior has a large IWAE - ELBO gap
+    # even where the Laplace fit is exact, and is then the mean-field optimum.
+    probe = autoguide("mvn", model, laplace=start)
+    poor = start.ok and guide != "delta" and _poor_start(model, probe, args, kwargs)
+    pyro.get_param_store().clear()  # the probe's parameters are not the fit's
+    if poor:
+        # The Laplace fit is far from the posterior (e.g. the MAP of a funnel sits where
+        # little mass is): its basis would make Adam crawl. Start from the prior median
+        # in the identity basis instead.
+        start = dataclasses.replace(start, ok=False, message="Laplace start is a poor fit")
+        return autoguide(guide, model, laplace=None), guide, start
+    return autoguide(guide, model, laplace=start), guide, start
+
+
+def _poor_start(model, guide, args, kwargs) -> bool:
+    """True when importance weights of the initial guide show a gap of over
+    ``POOR_START_NATS`` between the importance-weighted bound and the ELBO."""
+    try:
+        est = estimate_elbo(model, guide, args, kwargs, num_particles=256)
+    except (RuntimeError, ValueError):
+        return False
+    return est.iwae - est.value > POOR_START_NATS
+
+
+def check_guide_covers(guide_trace, latent, enumerated) -> None:
+    """Refuse a guide that lacks one of the model's latent sites, naming the site.
+
+    Sites the ELBO sums out (``enumerated``: discrete sites marked for enumeration) need
+    no guide site.
+    """
+    sampled = {n for n, s in guide_trace.nodes.items() if s["type"] == "sample"}
+    missing = [n for n in latent if n not in sampled and n not in enumerated]
+    if missing:
+        raise ValueError(
+            f"the guide has no site {missing[0]!r}, a latent site of the model: "
+            "every latent site needs a pyro.sample in the guide with the same name"
+        )

@@ -1,0 +1,343 @@
+"""SVI as state + step: what carries from one step to the next, and one step.
+
+:class:`SVIState` holds everything a fit carries forward (the optimiser, the iterate
+average, the schedule, the convergence judges, the losses, the step count); the
+parameters themselves live in the fit's private param store. :func:`svi_step` takes one
+optimisation step and returns a :class:`StepInfo` describing it. ``fit_svi`` is a loop
+over :func:`svi_step`; a callback, a checkpoint and a multi-process trainer are thin
+callers of the same step. ``state_dict``/``load_state_dict`` make the state a plain dict
+of tensors, numbers and strings, which a checkpoint stores without pickling code.
+"""
+
+import contextlib
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions.transforms import biject_to
+
+from inference.posterior.draws import DRAW_PLATE
+from inference.svi.convergence import MomentDrift, Plateau
+from inference.svi.schedule import COOL, DONE, Schedule
+
+# Adam divides by sqrt(v) + eps: with eps at its 1e-8 default, round-off gradients of a
+# guide that already matches the posterior turn into full-size steps.
+ADAM_EPS = 1e-6
+AVERAGE_HORIZON = 100  # steps: time constant of the iterate average the fit returns
+MOMENT_DRAWS = 256  # guide draws (common random numbers) behind each moment snapshot
+MOMENT_SEED = 12345
+
+
+class FitError(RuntimeError):
+    """A fit that cannot go on (a non-finite loss, a guide that does not fit the model)."""
+
+
+class CompileError(Exception):
+    """The JIT-compiled loss failed on its first call; the caller retries uncompiled."""
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What one step did.
+
+    step: its index (0-based). loss: the negative ELBO estimate it climbed (nats, whole
+    data set). lr: its learning rate. phase: the schedule's phase after it (``climb``,
+    ``cool``, ``done``). drift: the latest moment drift (posterior sds over
+    the judged span; inf until known). done: the fit has converged and stops here.
+    """
+
+    step: int
+    loss: float
+    lr: float
+    phase: str
+    drift: float
+    done: bool
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a fit optimises: a loss on ``(model, guide)`` with the model's arguments.
+
+    latent: the model's latent sites with the transform to their unconstrained space
+    (for the moment snapshots). nesting: how many plates the model nests.
+    """
+
+    loss_fn: object
+    model: object
+    guide: object
+    args: tuple
+    kwargs: dict
+    latent: dict
+    nesting: int
+    jit: bool
+
+
+@dataclass
+class SVIState:
+    """What carries from one step to the next (the parameters are in the param store).
+
+    step: steps taken. losses: the loss of each. params: the optimised (unconstrained)
+    parameters by name, in the order the optimiser holds them. optimizer: Adam.
+    average: the iterate average of each parameter (Polyak-Ruppert, horizon
+    ``AVERAGE_HORIZON``). schedule, plateau, drift: the learning-rate schedule and the
+    two convergence judges.
+    """
+
+    schedule: Schedule
+    params: dict[str, torch.Tensor] = field(default_factory=dict)
+    optimizer: torch.optim.Adam | None = None
+    average: dict[str, torch.Tensor] = field(default_factory=dict)
+    plateau: Plateau = field(default_factory=Plateau)
+    drift: MomentDrift = field(default_factory=MomentDrift)
+    losses: list[float] = field(default_factory=list)
+    step: int = 0
+
+    @property
+    def converged(self) -> bool:
+        """The schedule finished its cool-down: the convergence rule stopped the fit."""
+        return self.schedule.phase == DONE
+
+    def state_dict(self) -> dict:
+        """Plain data (tensors, numbers, strings) from which :meth:`load_state_dict` resumes."""
+        return {
+            "step": self.step,
+            "losses": torch.tensor(self.losses, dtype=torch.float64),
+            "params": {k: v.detach().clone() for k, v in self.params.items()},
+            "average": {k: v.clone() for k, v in self.average.items()},
+            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "schedule": self.schedule.state_dict(),
+            "plateau": self.plateau.state_dict(),
+            "drift": self.drift.state_dict(),
+        }
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from :meth:`state_dict`: parameters are copied into the live tensors."""
+        for name, value in state["params"].items():
+            self.params[name].copy_(value)
+        self.average = {k: v.clone() for k, v in state["average"].items()}
+        if state["optimizer"] is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.plateau.load_state_dict(state["plateau"])
+        self.drift.load_state_dict(state["drift"])
+        self.losses = [float(x) for x in state["losses"]]
+        self.step = int(state["step"])
+
+
+def discover_params(problem: Problem, state: SVIState):
+    """Run the guide once (without touching the RNG stream) to create its parameters.
+
+    The optimiser then holds every parameter from the first step, in name order, so a
+    checkpoint's optimiser state maps onto a resumed fit's parameters. Returns the
+    guide's trace (its sample sites say which latent sites it covers).
+    """
+    with torch.random.fork_rng(devices=_cuda_devices()), poutine.block():
+        trace = poutine.trace(problem.guide).get_trace(*problem.args, **problem.kwargs)
+    _add_params(state, trace, state.schedule.lr)
+    return trace
+
+
+def compile_loss(problem: Problem) -> None:
+    """Run a JIT-compiled loss once, without touching the RNG stream.
+
+    Tracing draws random numbers that later calls do not, so it must happen at the same
+    point of a fresh and a resumed fit: here, before any step. Raises
+    :class:`CompileError` when the model cannot be compiled (the caller retries
+    uncompiled).
+    """
+    if not problem.jit:
+        return
+    try:
+        with torch.random.fork_rng(devices=_cuda_devices()), quiet_jit():
+            problem.loss_fn.differentiable_loss(
+                problem.model, problem.guide, *problem.args, **problem.kwargs
+            )
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise CompileError from err
+
+
+def _add_params(state: SVIState, trace, lr: float) -> None:
+    new = {
+        name: site["value"].unconstrained()
+        for name, site in sorted(trace.nodes.items())
+        if site["type"] == "param" and name not in state.params
+    }
+    new = {k: v for k, v in new.items() if v.requires_grad}
+    if not new:
+        return
+    state.params.update(new)
+    if state.optimizer is None:
+        state.optimizer = torch.optim.Adam(list(new.values()), lr=lr, eps=ADAM_EPS)
+    else:
+        state.optimizer.add_param_group({"params": list(new.values()), "lr": lr})
+
+
+def _cuda_devices() -> list:
+    device = torch.get_default_device()
+    return [device] if device.type == "cuda" else []
+
+
+def svi_step(problem: Problem, state: SVIState, first_call: bool = False) -> StepInfo:
+    """Take one step: estimate the loss, climb its gradient, judge convergence.
+
+    ``first_call``: the first step of this call of the fit (an error then is the model's
+    or guide's own, not a blow-up of the optimisation).
+    """
+    step = state.step
+    lr = state.schedule.lr_at(step)
+    with poutine.trace(param_only=True) as capture:
+        loss = _loss(problem, state, first_call)
+    _add_params(state, capture.trace, lr)
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise blow_up(f"the loss became {value}", step, state.losses)
+    if state.optimizer is not None:
+        for group in state.optimizer.param_groups:
+            group["lr"] = lr
+        state.optimizer.zero_grad()
+        loss.backward()
+        state.optimizer.step()
+    _update_average(state)
+    state.losses.append(value)
+    state.step += 1
+    _judge(problem, state, step)
+    return StepInfo(
+        step=step,
+        loss=value,
+        lr=lr,
+        phase=state.schedule.phase,
+        drift=state.drift.drift(),
+        done=state.schedule.phase == DONE,
+    )
+
+
+def _loss(problem: Problem, state: SVIState, first_call: bool):
+    try:
+        with quiet_jit():
+            return problem.loss_fn.differentiable_loss(
+                problem.model, problem.guide, *problem.args, **problem.kwargs
+            )
+    except (RuntimeError, TypeError, ValueError) as err:
+        if not first_call and not isinstance(err, TypeError):
+            # E.g. Pyro's validation rejecting a NaN parameter: the fit blew up.
+            first = (str(err).splitlines() or [""])[0][:200]
+            what = f"the model or guide failed ({type(err).__name__}: {first})"
+            raise blow_up(what, state.step, state.losses) from err
+        raise
+
+
+@torch.no_grad()
+def _update_average(state: SVIState) -> None:
+    decay = 1.0 - 1.0 / AVERAGE_HORIZON
+    for name, p in state.params.items():
+        avg = state.average.get(name)
+        if avg is None:
+            state.average[name] = p.detach().clone()
+        else:
+            avg.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
+
+
+def _judge(problem: Problem, state: SVIState, step: int) -> None:
+    schedule = state.schedule
+    if schedule.phase == COOL:
+        schedule.advance(step)
+        return
+    if state.drift.due(step):
+        with averaged(state):
+            moments = guide_moments(problem)
+        if moments is not None:
+            state.drift.record(step, *moments)
+    if not state.plateau.update(state.losses):
+        return
+    settled = state.drift.settled() or not state.drift.history
+    if schedule.plateau(step, settled):
+        if state.optimizer is not None:
+            state.optimizer.state.clear()
+        state.drift.reset()
+    state.plateau.reset()
+
+
+@contextlib.contextmanager
+@torch.no_grad()
+def averaged(state: SVIState):
+    """Swap the iterate average into the parameters for the duration of the block."""
+    saved = {k: p.detach().clone() for k, p in state.params.items()}
+    for name, p in state.params.items():
+        p.copy_(state.average[name])
+    try:
+        yield
+    finally:
+        for name, p in state.params.items():
+            p.copy_(saved[name])
+
+
+@torch.no_grad()
+def apply_average(state: SVIState) -> None:
+    """Leave the iterate average in the parameters (what the fit returns)."""
+    for name, p in state.params.items():
+        p.copy_(state.average[name])
+
+
+_UNMEASURABLE: set = set()
+
+
+def guide_moments(problem: Problem) -> tuple[np.ndarray, np.ndarray] | None:
+    """Means and sds of the guide's draws of every latent site, unconstrained and flattened.
+
+    The same draws (``MOMENT_SEED``) every time, so two snapshots differ by what the
+    parameters did, not by sampling noise; the fit's RNG stream is left alone. None for
+    a guide that does not broadcast over a plate of draws (then the loss alone judges).
+    """
+    key = id(problem.guide)
+    if key in _UNMEASURABLE:
+        return None
+    try:
+        with torch.random.fork_rng(devices=_cuda_devices()), poutine.block():
+            torch.manual_seed(MOMENT_SEED)
+            with pyro.plate(DRAW_PLATE, MOMENT_DRAWS, dim=-problem.nesting - 1):
+                trace = poutine.trace(problem.guide).get_trace(*problem.args, **problem.kwargs)
+        columns = []
+        for name, transform in problem.latent.items():
+            value = transform.inv(trace.nodes[name]["value"].detach())
+            columns.append(value.reshape(MOMENT_DRAWS, -1))
+        draws = torch.cat(columns, dim=1).double()
+    except (KeyError, RuntimeError, ValueError, IndexError):
+        _UNMEASURABLE.add(key)
+        return None
+    if draws.shape[0] != MOMENT_DRAWS or not torch.isfinite(draws).all():
+        return None
+    return draws.mean(0).cpu().numpy(), draws.std(0).cpu().numpy()
+
+
+def latent_transforms(trace, names) -> dict:
+    """``{site: transform to its unconstrained space}`` for the continuous latent ``names``."""
+    out = {}
+    for name in names:
+        fn = trace.nodes[name]["fn"]
+        if fn.support.is_discrete:
+            continue
+        out[name] = biject_to(fn.support)
+    return out
+
+
+@contextlib.contextmanager
+def quiet_jit():
+    """Hide torch's deprecation notice for ``torch.jit.trace``, which Pyro's JIT ELBOs use;
+    the user did not call it and cannot act on it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.trace.*", category=FutureWarning)
+        yield
+
+
+def blow_up(what: str, step: int, losses: list[float]) -> FitError:
+    """The error of a fit that cannot go on, with the step and the last finite loss."""
+    last = next((x for x in reversed(losses) if math.isfinite(x)), float("nan"))
+    return FitError(
+        f"{what} at step {step}; last finite loss {last:.4g}. "
+        "Try a smaller lr or a guide that starts closer to the posterior."
+    )
