@@ -114,11 +114,18 @@ class SVIResult:
         with isolated(seed, self.dtype, self._params):
             return guide_draws(self.model, self.guide, num_samples, self.args, self.kwargs)
 
-    def to_datatree(self, num_samples: int = 1000, seed: int = 0) -> xr.DataTree:
-        """Guide draws as an ArviZ DataTree: posterior dims (chain=1, draw=num_samples, ...)."""
+    def to_datatree(
+        self, num_samples: int = 1000, seed: int = 0, coords=None, dims=None
+    ) -> xr.DataTree:
+        """Guide draws as an ArviZ DataTree: posterior dims (chain=1, draw=num_samples, ...).
+
+        ``coords`` and ``dims`` as in ArviZ's converters; ``coords`` adds to (and
+        overrides) a ``coords`` attribute of the model.
+        """
         draws = self.sample(num_samples, seed)
         attrs = {"method": f"svi-{self.guide_name or 'guide'}", "elapsed_s": self.elapsed_s}
-        return to_datatree(draws, 1, coords=model_coords(self.model), attrs=attrs)
+        coords = model_coords(self.model) | dict(coords or {})
+        return to_datatree(draws, 1, coords=coords, attrs=attrs, dims=dims)
 
     def elbo(self, num_particles: int = 2000, seed: int = 0) -> ElboEstimate:
         """The ELBO (nats, whole data set) with its Monte Carlo standard error."""
