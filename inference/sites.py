@@ -86,3 +86,13 @@ def unconstrained_sites(model, args, kwargs):
         transforms[name] = transform
     start = torch.cat(starts) if starts else torch.zeros(0)
     return tuple(sites), start, transforms
+
+
+def subsampled_plates(trace) -> dict[str, tuple[int, int]]:
+    """``{plate name: (size, subsample size)}`` for each plate of a trace that subsamples."""
+    plates = {
+        name: (site["fn"].size, len(site["value"]))
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and site_is_subsample(site)
+    }
+    return {name: sizes for name, sizes in plates.items() if sizes[1] < sizes[0]}

@@ -1,5 +1,6 @@
-"""Evidence: ELBO and importance-weighted bounds, with their Monte Carlo error."""
+"""Evidence: ELBO and importance-weighted bounds, with their Monte Carlo error and PSIS k̂."""
 
 from inference.evidence.elbo import ElboEstimate, estimate_elbo, log_weights
+from inference.evidence.psis import Verdict, pareto_khat, verdict
 
-__all__ = ["ElboEstimate", "estimate_elbo", "log_weights"]
+__all__ = ["ElboEstimate", "Verdict", "estimate_elbo", "log_weights", "pareto_khat", "verdict"]

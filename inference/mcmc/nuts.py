@@ -150,12 +150,15 @@ class NUTSResult:
         with isolated(Room(0, dtype, self.device)):
             return replay_samples(self.model, flat, self.args, self.kwargs)
 
-    def to_datatree(self) -> xr.DataTree:
-        """ArviZ DataTree: posterior (chain, draw, ...), sample_stats, log_likelihood, observed."""
+    def to_datatree(self, coords=None, dims=None) -> xr.DataTree:
+        """ArviZ DataTree: posterior (chain, draw, ...), sample_stats, log_likelihood, observed.
+
+        ``coords`` and ``dims`` as in ArviZ's converters; ``coords`` adds to (and
+        overrides) a ``coords`` attribute of the model.
+        """
         attrs = {"method": "nuts", "inference": "nuts", "elapsed_s": self.elapsed_s}
-        return to_datatree(
-            self.draws(), self.num_chains, self.stats, model_coords(self.model), attrs
-        )
+        coords = model_coords(self.model) | dict(coords or {})
+        return to_datatree(self.draws(), self.num_chains, self.stats, coords, attrs, dims)
 
 
 def _warm_start(fit, sites):

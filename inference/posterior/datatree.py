@@ -2,9 +2,10 @@
 
 ArviZ 1.x has no Pyro converter; this is ours. Groups: ``posterior`` (chain, draw,
 ...), ``sample_stats`` (MCMC only), ``log_likelihood`` (chain, draw, ...) and
-``observed_data``. A dimension is named after the plate it came from (``school``),
-else ``<site>_dim_<k>``. Coordinate labels come from ``coords`` or from a ``coords``
-attribute on the model function (``{"school": ["Choate", ...]}``) when lengths match.
+``observed_data``. A dimension is named by ``dims`` (``{"w": ["component"]}``), else
+after the plate it came from (``school``), else ``<site>_dim_<k>``. Coordinate labels
+come from ``coords`` (the engines default it to a ``coords`` attribute on the model
+function, ``{"school": ["Choate", ...]}``) when lengths match.
 """
 
 import numpy as np
@@ -24,22 +25,38 @@ def _coords_for(dims, shape, coords) -> dict:
     return out
 
 
-def _dataset(group: dict[str, SiteDraws], num_chains: int | None, coords: dict) -> xr.Dataset:
+def _site_dims(name: str, site: SiteDraws, dims: dict) -> tuple[str, ...]:
+    """The names of a site's non-sample dims: ``dims[name]`` if given, else its own."""
+    given = dims.get(name)
+    if given is None:
+        return site.dims
+    given = [given] if isinstance(given, str) else list(given)
+    if len(given) != len(site.dims):
+        raise ValueError(
+            f"dims for site {name!r} name {len(given)} dims {given}, but the site has "
+            f"{len(site.dims)}: {list(site.dims)}"
+        )
+    return tuple(given)
+
+
+def _dataset(
+    group: dict[str, SiteDraws], num_chains: int | None, coords: dict, dims: dict
+) -> xr.Dataset:
     data_vars, all_coords = {}, {}
     for name, site in group.items():
-        values = site.values
+        values, names = site.values, _site_dims(name, site, dims)
         if num_chains is None:
-            dims = site.dims
+            var_dims = names
         else:
             values = values.reshape((num_chains, -1) + values.shape[1:])
-            dims = ("chain", "draw") + site.dims
+            var_dims = ("chain", "draw") + names
         site_shape = site.values.shape if num_chains is None else site.values.shape[1:]
-        site_coords = _coords_for(site.dims, site_shape, coords)
+        site_coords = _coords_for(names, site_shape, coords)
         for dim, labels in site_coords.items():
             if dim in all_coords and len(all_coords[dim]) != len(labels):
                 raise ValueError(f"dimension {dim!r} has two lengths across sites")
             all_coords.setdefault(dim, labels)
-        data_vars[name] = (dims, values)
+        data_vars[name] = (var_dims, values)
     if num_chains is not None and group:
         draws = next(iter(data_vars.values()))[1].shape[1]
         all_coords["chain"] = np.arange(num_chains)
@@ -53,16 +70,37 @@ def to_datatree(
     sample_stats: dict[str, np.ndarray] | None = None,
     coords: dict | None = None,
     attrs: dict | None = None,
+    dims: dict | None = None,
 ) -> xr.DataTree:
     """Build the DataTree of ``draws`` whose draw axis holds ``num_chains`` chains.
 
-    ``sample_stats`` maps a statistic name to an array of shape (chain, draw).
+    Parameters
+    ----------
+    draws : Draws
+        The draws, ``num_chains`` chains one after the other along the draw axis.
+    num_chains : int
+        Chains in ``draws``.
+    sample_stats : dict of str to numpy.ndarray, optional
+        Sampler statistics, each of shape (chain, draw).
+    coords : dict of str to sequence, optional
+        Labels of a dim, by dim name, as in ArviZ's converters (``{"school": [...]}``).
+    attrs : dict, optional
+        Attributes of every group.
+    dims : dict of str to list of str, optional
+        Names of a site's non-sample dims, in order, by site name, as in ArviZ's
+        converters (``{"w": ["component"]}``); for an observed site they name the
+        dims of its observed data and of its log-likelihood.
+
+    Raises
+    ------
+    ValueError
+        If ``dims`` gives a site a number of names other than its number of dims.
     """
-    coords = dict(coords or {})
+    coords, dims = dict(coords or {}), dict(dims or {})
     groups = {
-        "posterior": _dataset(draws.posterior, num_chains, coords),
-        "log_likelihood": _dataset(draws.log_likelihood, num_chains, coords),
-        "observed_data": _dataset(draws.observed_data, None, coords),
+        "posterior": _dataset(draws.posterior, num_chains, coords, dims),
+        "log_likelihood": _dataset(draws.log_likelihood, num_chains, coords, dims),
+        "observed_data": _dataset(draws.observed_data, None, coords, dims),
     }
     if sample_stats:
         chains, length = next(iter(sample_stats.values())).shape

@@ -1,23 +1,20 @@
-"""Posterior draws from a model: run it under a plate of draws and read every site.
+"""Posterior draws from a model: read every site of its replay on the draws.
 
-Both engines end here. SVI draws come from running the guide many times at once and
-replaying the model on them; MCMC draws are fed back into the model the same way.
-The model's trace then gives, for each draw, the latent sites (constrained), the
-``pyro.deterministic`` sites and the log-likelihood of every observation, with the
-plate each dimension came from, which becomes the dimension's name.
+Both engines end here. SVI draws come from the guide and MCMC draws from the chains;
+:func:`inference.posterior.replay.replay` runs the model on them (on the whole data
+set, vectorized where the model broadcasts). The model's trace then gives, for each
+draw, the latent sites (constrained), the ``pyro.deterministic`` sites and the
+log-likelihood of every observation, with the plate each dimension came from, which
+becomes the dimension's name.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
-import pyro
 import torch
-from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from inference.sites import latent_sites, max_plate_nesting, trace_model
-
-DRAW_PLATE = "_vilab_draws"
+from inference.posterior.replay import Replay, replay
 
 
 @dataclass(frozen=True)
@@ -124,56 +121,48 @@ def read_trace(trace, nesting, num_draws, latent) -> Draws:
     return Draws(posterior, loglik, observed)
 
 
-def replay_samples(model, samples: dict[str, torch.Tensor], args, kwargs) -> Draws:
-    """Run ``model`` on MCMC ``samples`` (each ``(num_draws, *site_shape)``).
+def read_draws(replayed: Replay) -> Draws:
+    """The posterior, log-likelihood and observed data of a :class:`Replay`."""
+    num_draws = replayed.num_draws if replayed.vectorized else None
+    runs = [
+        _join_minibatches(
+            [read_trace(t, replayed.nesting, num_draws, replayed.latent) for t in traces],
+            replayed.cover,
+        )
+        for traces in replayed.model_traces
+    ]
+    return runs[0] if replayed.vectorized else stack_draws(runs)
 
-    One vectorized pass under a plate of draws; a loop over draws for models that do
-    not broadcast.
-    """
-    prototype = trace_model(model, args, kwargs)
-    nesting = max_plate_nesting(prototype)
+
+def _join_minibatches(parts: list[Draws], cover) -> Draws:
+    """Concatenate the minibatches of ``cover`` along its plate's dim, cut to its size;
+    sites outside the plate are read from the first minibatch."""
+    if cover is None:
+        return parts[0]
+
+    def join(group, draw_axis):
+        out = {}
+        for name, site in getattr(parts[0], group).items():
+            if cover.plate not in site.dims:
+                out[name] = site
+                continue
+            axis = site.dims.index(cover.plate) + draw_axis
+            values = np.concatenate([getattr(p, group)[name].values for p in parts], axis)
+            out[name] = SiteDraws(np.take(values, np.arange(cover.size), axis), site.dims)
+        return out
+
+    return Draws(join("posterior", 1), join("log_likelihood", 1), join("observed_data", 0))
+
+
+def replay_samples(model, samples: dict[str, torch.Tensor], args, kwargs) -> Draws:
+    """Run ``model`` on MCMC ``samples`` (each ``(num_draws, *site_shape)``)."""
     num_draws = next(iter(samples.values())).shape[0]
-    try:
-        shaped = {}
-        for name, value in samples.items():
-            site_shape = prototype.nodes[name]["value"].shape
-            pad = nesting - (len(site_shape) - prototype.nodes[name]["fn"].event_dim)
-            shaped[name] = value.reshape((num_draws,) + (1,) * max(pad, 0) + tuple(site_shape))
-        with poutine.block(), pyro.plate(DRAW_PLATE, num_draws, dim=-nesting - 1):
-            trace = poutine.trace(poutine.condition(model, shaped)).get_trace(*args, **kwargs)
-        return read_trace(trace, nesting, num_draws, set(samples))
-    except (RuntimeError, ValueError, IndexError):
-        parts = []
-        for i in range(num_draws):
-            point = {k: v[i] for k, v in samples.items()}
-            with poutine.block():
-                trace = poutine.trace(poutine.condition(model, point)).get_trace(*args, **kwargs)
-            parts.append(read_trace(trace, nesting, None, set(samples)))
-        return stack_draws(parts)
+    return read_draws(replay(model, args, kwargs, num_draws, samples=samples))
 
 
 def guide_draws(model, guide, num_draws: int, args, kwargs) -> Draws:
     """Draw ``num_draws`` times from ``guide`` and replay ``model`` on each draw."""
-    prototype = trace_model(model, args, kwargs)
-    nesting = max_plate_nesting(prototype)
-    latent = set(latent_sites(prototype))
-    try:
-        with poutine.block(), pyro.plate(DRAW_PLATE, num_draws, dim=-nesting - 1):
-            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-            trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-                *args, **kwargs
-            )
-        return read_trace(trace, nesting, num_draws, latent)
-    except (RuntimeError, ValueError, IndexError):
-        parts = []
-        for _ in range(num_draws):
-            with poutine.block():
-                guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-                trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-                    *args, **kwargs
-                )
-            parts.append(read_trace(trace, nesting, None, latent))
-        return stack_draws(parts)
+    return read_draws(replay(model, args, kwargs, num_draws, guide=guide))
 
 
 def stack_draws(parts: list[Draws]) -> Draws:

@@ -68,12 +68,15 @@ class SVIResult:
         with isolated(self._room(seed), self._params):
             return guide_draws(self.model, self.guide, num_samples, self.args, self.kwargs)
 
-    def to_datatree(self, num_samples: int = 1000, seed: int = 0) -> xr.DataTree:
+    def to_datatree(
+        self, num_samples: int = 1000, seed: int = 0, coords=None, dims=None
+    ) -> xr.DataTree:
         """Guide draws as an ArviZ DataTree: posterior dims (chain=1, draw=num_samples, ...).
 
-        Besides the ArviZ groups, group ``losses`` holds the loss of every step (dim
-        ``step``) and the posterior's attributes hold the fit's settings, so a saved tree
-        carries its history.
+        ``coords`` and ``dims`` as in ArviZ's converters; ``coords`` adds to (and
+        overrides) a ``coords`` attribute of the model. Besides the ArviZ groups, group
+        ``losses`` holds the loss of every step (dim ``step``) and the posterior's
+        attributes hold the fit's settings, so a saved tree carries its history.
         """
         draws = self.sample(num_samples, seed)
         attrs = {
@@ -84,7 +87,8 @@ class SVIResult:
             "num_steps_taken": self.num_steps,
             **self.settings,
         }
-        tree = to_datatree(draws, 1, coords=model_coords(self.model), attrs=attrs)
+        coords = model_coords(self.model) | dict(coords or {})
+        tree = to_datatree(draws, 1, coords=coords, attrs=attrs, dims=dims)
         tree["losses"] = xr.DataTree(
             xr.Dataset({"loss": ("step", np.asarray(self.losses))}, attrs=attrs)
         )

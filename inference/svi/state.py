@@ -20,7 +20,7 @@ import torch
 from pyro import poutine
 from pyro.distributions.transforms import biject_to
 
-from inference.posterior.draws import DRAW_PLATE
+from inference.posterior.replay import DRAW_PLATE
 from inference.svi.convergence import MomentDrift, Plateau
 from inference.svi.schedule import COOL, DONE, Schedule
 

@@ -8,7 +8,7 @@ import torch
 import xarray as xr
 
 from guides import eight_schools as es_guides
-from inference import fit_svi, run_nuts
+from inference import NUTSResult, fit_svi, run_nuts
 from models import eight_schools as es
 
 GROUPS = {"posterior", "sample_stats", "log_likelihood", "observed_data"}
@@ -127,3 +127,47 @@ def test_netcdf_round_trip_keeps_every_group(nuts_tree, tmp_path):
         xr.testing.assert_identical(back[group].to_dataset(), nuts_tree[group].to_dataset())
     assert back.sample_stats["diverging"].dtype == bool
     assert list(back.posterior["school"].values) == list(es.SCHOOLS)
+
+
+@pytest.fixture(scope="module")
+def regression_results(regression_data):
+    nuts = run_nuts(regression, *regression_data, num_samples=10, warmup_steps=10, num_chains=1)
+    svi = fit_svi(regression, "normal", *regression_data, num_steps=20)
+    return {"nuts": nuts, "svi": svi}
+
+
+def tree_of(result, **kwargs):
+    if isinstance(result, NUTSResult):
+        return result.to_datatree(**kwargs)
+    return result.to_datatree(num_samples=10, **kwargs)
+
+
+@pytest.mark.parametrize("which", ["nuts", "svi"])
+def test_dims_and_coords_name_and_label_a_sites_dims(which, regression_results):
+    dims = {"beta": ["coef"], "W": ["row", "col"], "y": ["case"]}
+    coords = {"coef": ["a", "b", "c"], "row": ["r0", "r1"]}
+    tree = tree_of(regression_results[which], dims=dims, coords=coords)
+    post = tree.posterior
+    assert post["beta"].dims == ("chain", "draw", "coef")
+    assert post["W"].dims == ("chain", "draw", "row", "col")
+    assert list(post["coef"].values) == ["a", "b", "c"]
+    assert list(post["row"].values) == ["r0", "r1"]
+    np.testing.assert_array_equal(post["col"].values, np.arange(3))
+    assert tree.log_likelihood["y"].dims == ("chain", "draw", "case")
+    assert tree.observed_data["y"].dims == ("case",)
+
+
+@pytest.mark.parametrize("which", ["nuts", "svi"])
+def test_dims_of_the_wrong_length_are_refused_naming_the_site(which, regression_results):
+    with pytest.raises(ValueError, match="'W'"):
+        tree_of(regression_results[which], dims={"W": ["row"]})
+
+
+def test_coords_add_to_and_override_the_models_own(schools):
+    fit = fit_svi(
+        es.noncentered, es_guides.noncentered_guide, schools["y"], schools["sigma"], num_steps=5
+    )
+    labels = [f"s{i}" for i in range(8)]
+    tree = fit.to_datatree(num_samples=5, coords={"school": labels})
+    assert list(tree.posterior["school"].values) == labels
+    assert list(fit.to_datatree(num_samples=5).posterior["school"].values) == list(es.SCHOOLS)
