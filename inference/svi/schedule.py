@@ -34,12 +34,14 @@ class Schedule:
 
     phase: ``climb`` → ``cool`` (annealing, once converged) → ``done``. factor: the
     current rate as a fraction of ``lr``. cooling_since: the first step of the cool-down.
+    rate_since: the first step at the current rate.
     """
 
     lr: float
     phase: str = CLIMB
     factor: float = 1.0
     cooling_since: int | None = None
+    rate_since: int = 0
 
     def lr_at(self, step: int) -> float:
         """The learning rate of step ``step`` (0-based)."""
@@ -56,6 +58,7 @@ class Schedule:
         if self.factor * STEP_DOWN < MIN_FACTOR * (1 - 1e-9):
             return False
         self.factor *= STEP_DOWN
+        self.rate_since = step + 1
         return True
 
     def advance(self, step: int) -> str:
@@ -66,9 +69,15 @@ class Schedule:
 
     def state_dict(self) -> dict:
         """What a checkpoint needs to resume the schedule."""
-        return {"phase": self.phase, "factor": self.factor, "cooling_since": self.cooling_since}
+        return {
+            "phase": self.phase,
+            "factor": self.factor,
+            "cooling_since": self.cooling_since,
+            "rate_since": self.rate_since,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from :meth:`state_dict`."""
         self.phase, self.cooling_since = state["phase"], state["cooling_since"]
         self.factor = float(state["factor"])
+        self.rate_since = int(state["rate_since"])

@@ -10,8 +10,10 @@ identity basis instead.
 import dataclasses
 
 import pyro
+import torch
 
 from inference.evidence import estimate_elbo
+from inference.sites import unconstrained_sites
 from inference.svi.laplace import laplace as laplace_fit
 
 POOR_START_NATS = 1.0  # IWAE - ELBO of the Laplace start above which it is not used
@@ -39,11 +41,16 @@ def resolve_guide(guide, model, args, kwargs):
     poor = start.ok and guide != "delta" and _poor_start(model, probe, args, kwargs)
     pyro.get_param_store().clear()  # the probe's parameters are not the fit's
     if poor:
-        # The Laplace fit is far from the posterior (e.g. the MAP of a funnel sits where
-        # little mass is): its basis would make Adam crawl. Start from the prior median
-        # in the identity basis instead.
+        # The Laplace fit is far from the posterior (e.g. the MAP of eight schools sits
+        # where little mass is): its centre and correlations would mislead. Start from
+        # the prior median, keeping only the Laplace marginal sds as the scale of each
+        # direction: in the identity basis Adam at lr 0.01 needs thousands of steps to
+        # move mu its 4.5 units (a 0.1 sd error after 2000), in this one a few hundred.
+        _, median, _ = unconstrained_sites(model, args, kwargs)
+        variance = torch.linalg.inv(start.precision).diagonal()
+        scaled = dataclasses.replace(start, loc=median, precision=torch.diag(1 / variance))
         start = dataclasses.replace(start, ok=False, message="Laplace start is a poor fit")
-        return autoguide(guide, model, laplace=None), guide, start
+        return autoguide(guide, model, laplace=scaled), guide, start
     return autoguide(guide, model, laplace=start), guide, start
 
 

@@ -1,6 +1,6 @@
 """fit_svi's defaults on eight schools reach the family's optimum, for every seed.
 
-The optimum is found independently (:mod:`mvn_optimum`: L-BFGS on a common-random-number
+The optimum is found independently (:mod:`benchmarks.optimum`: L-BFGS on a common-random-number
 ELBO). The bars are the issue's: every posterior mean on the unconstrained latents
 within 0.1 posterior sd of the optimum's, every sd within 10%. Judged on the guide's
 Gaussian itself (``fit.gaussian()``), so no sampling error enters the comparison; the
@@ -8,18 +8,13 @@ optimum's own error from its 16,384 draws is ~0.005 sd in the means and ~2.5% in
 (two seeds of it differ by that much).
 """
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
+from benchmarks.optimum import mvn_optimum
 from inference import fit_svi
 from models import eight_schools as es
-
-sys.path.insert(0, str(Path(__file__).parent))
-from mvn_optimum import mvn_optimum  # noqa: E402
 
 SITES = ("mu", "tau", "eta")  # the order of mvn_optimum's coordinates
 

@@ -1,5 +1,7 @@
 """The best full-covariance Gaussian for non-centered eight schools, found independently.
 
+The target of the SVI benchmark's time to answer, and of the tests of fit_svi's defaults.
+
 ``q = N(loc, L L^T)`` on the unconstrained latents ``(mu, log tau, eta_1..8)``. The ELBO
 is estimated with one fixed set of standard-normal draws (common random numbers), which
 makes it a smooth deterministic function of ``(loc, L)``: L-BFGS then finds its maximum
