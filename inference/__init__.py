@@ -1,20 +1,35 @@
-"""vilab's engines: SVI, NUTS, evidence, ArviZ conversion and comparison tables.
+"""vilab's public API: SVI, NUTS, comparison tables and the report.
 
-The engines are generic in ``(model, guide, *args)``; they bind no shipped model.
+``from inference import fit_svi, run_nuts, compare, method_table, report``. The names
+are imported on first use, so ``vilab list`` and ``vilab --help`` answer without
+loading torch and Pyro.
 """
 
-from inference.evidence import ElboEstimate
-from inference.mcmc import NUTSResult, run_nuts
-from inference.svi import FitError, SVIResult, fit_svi
-from inference.tables import compare, method_table
+from importlib import import_module
 
-__all__ = [
-    "ElboEstimate",
-    "FitError",
-    "NUTSResult",
-    "SVIResult",
-    "compare",
-    "fit_svi",
-    "method_table",
-    "run_nuts",
-]
+_WHERE = {
+    "ElboEstimate": "inference.evidence",
+    "FitError": "inference.svi",
+    "NUTSResult": "inference.mcmc",
+    "SVIResult": "inference.svi",
+    "StepInfo": "inference.svi",
+    "compare": "inference.tables",
+    "fit_svi": "inference.svi",
+    "method_table": "inference.tables",
+    "report": "inference.lab.report",
+    "run_nuts": "inference.mcmc",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'inference' has no attribute {name!r}")
+    value = getattr(import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

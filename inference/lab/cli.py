@@ -3,12 +3,17 @@
 ::
 
     vilab list
-    vilab compare CASE [--methods M1,M2,...] [--quick] [--seed N] [--out DIR] [--force]
-                       [--no-progress]
+    vilab compare CASE|FILE.py [--methods M1,M2,...] [--quick] [--seed N] [--out DIR]
+                               [--force] [--no-progress]
+    vilab report DIR
+    vilab --version
 
 ``compare`` runs the case's methods one after the other, prints the methods table and a
 compact parameter table, and writes ``methods.csv``, ``parameters.csv``, one
-``<method>.nc`` per method, ``figures/*.png`` and ``report.html`` into DIR.
+``<method>.nc`` per method, ``figures/*.png``, ``run.json`` and ``report.html`` into DIR.
+A ``FILE.py`` instead of a case is a user's model file (see
+:func:`inference.lab.cases.case_from_file`). ``report`` rebuilds the figures and
+``report.html`` of a run from its saved files.
 
 Exit codes: 0 done; 1 a method or the report failed (what finished is still written);
 2 usage error; 130 interrupted (what finished is still written). Every error is one line
@@ -40,20 +45,40 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+MAX_SEED = 2**32 - 1  # every seed vilab derives (chains: seed + k) stays within torch's range
+
+
 def _seed(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_SEED}, got {text!r}")
     return value
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vilab")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+EPILOG = (
+    "exit codes: 0 done; 1 a method or the report failed (what finished is still written); "
+    "2 usage error (unknown case or method, bad option, a model file without model or data); "
+    "130 interrupted (what finished is still written)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``vilab``."""
-    parser = _Parser(prog="vilab", description="Variational inference lab on Pyro.")
-    commands = parser.add_subparsers(dest="command", metavar="{list,compare}")
+    parser = _Parser(prog="vilab", description="Variational inference lab on Pyro.", epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"vilab {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="{list,compare,report}")
     commands.required = True
     commands.add_parser("list", help="list the cases with a one-line description")
     run = commands.add_parser(
@@ -61,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a case's methods and write tables, figures and a report",
         description="Run a case's methods, print the methods table, write a report.",
     )
-    run.add_argument("case", metavar="CASE", help="a case name (see 'vilab list')")
+    run.add_argument(
+        "case", metavar="CASE|FILE.py", help="a case name (see 'vilab list') or a model file"
+    )
     run.add_argument(
         "--methods",
         metavar="M1,M2,...",
@@ -75,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--force", action="store_true", help="write into a non-empty DIR")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rebuild = commands.add_parser(
+        "report",
+        help="rebuild the figures and report.html of a run from its saved files",
+        epilog=EPILOG,
+    )
+    rebuild.add_argument("dir", metavar="DIR", help="the directory of a 'vilab compare' run")
     return parser
 
 
@@ -118,11 +151,23 @@ def _out_dir(text: str | None, case_name: str, force: bool) -> Path:
 
 
 def _command_list() -> int:
-    from inference.lab.cases import case_names, get_case
+    from inference.lab.catalog import CASES
 
-    width = max(len(n) for n in case_names())
-    for name in case_names():
-        print(f"{name:<{width}}  {get_case(name).description}")
+    width = max(len(n) for n in CASES)
+    for name, description in CASES.items():
+        print(f"{name:<{width}}  {description}")
+    return EXIT_OK
+
+
+def _command_report(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from inference.lab.report import is_run, rebuild
+
+    if not is_run(args.dir):
+        raise UsageError(f"{args.dir!r} is not the directory of a vilab run")
+    print(f"wrote {rebuild(args.dir)}")
     return EXIT_OK
 
 
@@ -172,6 +217,7 @@ METHOD_FORMATS = {
     "elapsed_s": "{:.1f}",
     "elbo": "{:.3f}",
     "kl_gap": "{:.3g}",
+    "khat": "{:.2f}",
     "divergences": "{:d}",
     "min_ess_bulk": "{:.0f}",
     "max_r_hat": "{:.3f}",
@@ -207,35 +253,38 @@ def _missing(value) -> bool:
 
 
 def _write(case, out, results, trees, failed, settings) -> bool:
-    """Print the tables and write every output; False when a figure could not be drawn."""
-    import matplotlib.pyplot as plt
+    """Write every output and print the tables; False when a figure could not be drawn."""
+    from inference.lab.report import write_run
 
-    from inference.lab.report import case_figures, case_tables, stale_outputs, write_report
+    write_run(out, case.subject, results, trees, failed=failed, settings=settings)
+    import pandas as pd
 
-    parameters_df, methods_df = case_tables(case, results, trees)
+    methods_df, parameters_df = (
+        pd.read_csv(out / "methods.csv"),
+        pd.read_csv(out / "parameters.csv"),
+    )
     _print_tables(methods_df, parameters_df)
-    figures, failed_figures = case_figures(case, results, trees, parameters_df)
-    for name, error in failed_figures.items():
-        _say(f"figure {name} failed: {error}")
-    notes = dict(failed) | {f"figure {k}": v for k, v in failed_figures.items()}
-    try:
-        for path in stale_outputs(out, set(trees)):
-            path.unlink()
-        write_report(
-            out, case, trees, parameters_df, methods_df, figures, failed=notes, settings=settings
-        )
-    finally:
-        for fig in figures.values():
-            plt.close(fig)
-    return not failed_figures
+    figures_failed = {k: v for k, v in json_failed(out).items() if k.startswith("figure ")}
+    for name, error in figures_failed.items():
+        _say(f"{name} failed: {error}")
+    return not figures_failed
+
+
+def json_failed(out) -> dict:
+    """The failures a run recorded in its ``run.json``."""
+    import json
+
+    from inference.lab.report import RUN_FILE
+
+    return json.loads((out / RUN_FILE).read_text(encoding="utf-8"))["failed"]
 
 
 def _command_compare(args) -> int:
-    from inference.lab.cases import get_case
+    from inference.lab.cases import CaseFileError, case_from_file, get_case
 
     try:
-        case = get_case(args.case)
-    except ValueError as err:
+        case = case_from_file(args.case) if args.case.endswith(".py") else get_case(args.case)
+    except (CaseFileError, ValueError) as err:
         raise UsageError(str(err)) from None
     methods = _methods(args.methods, case)
     out = _out_dir(args.out, case.name, args.force)
@@ -292,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         with _quiet_warnings():
             if args.command == "list":
                 return _command_list()
+            if args.command == "report":
+                return _command_report(args)
             return _command_compare(args)
     except UsageError as err:
         _say(f"error: {err}")

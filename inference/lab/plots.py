@@ -21,9 +21,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from inference.lab.catalog import METHODS
 from inference.tables import as_datatree, flatten
 
-KNOWN_METHODS = ("nuts", "svi-normal", "svi-mvn", "svi-iaf", "svi-guide", "svi-lowrank")
+KNOWN_METHODS = (*METHODS, "svi-lowrank")  # a fixed colour each
 PALETTE = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9")
 REFERENCE_COLOR = "black"
 NORMAL_Q95 = NormalDist().inv_cdf(0.95)
@@ -73,14 +74,15 @@ def choose_parameters(
     return chosen[:max_params]
 
 
-def elbo_curves(results: Mapping, log_evidence: float | None = None, window: int = 50) -> Figure:
+def elbo_curves(trees: Mapping, log_evidence: float | None = None, window: int = 50) -> Figure:
     """ELBO per step of every SVI fit (running mean of ``-loss``), nats, whole data set.
 
-    ``results`` maps a method to a result; those without ``losses`` (NUTS) are skipped.
+    ``trees`` maps a method to its DataTree; those without a ``losses`` group (NUTS) are
+    skipped.
     The left panel shows the climb, the right one zooms on the second half of the steps.
     The exact log evidence, when known, is the dashed line every ELBO stays below.
     """
-    curves = {m: running_mean(-np.asarray(r.losses), window) for m, r in _svi(results).items()}
+    curves = {m: running_mean(-losses, window) for m, losses in _losses(trees).items()}
     if not curves:
         raise ValueError("no SVI result to draw an ELBO curve for")
     fig = Figure(figsize=(9, 3.4), layout="constrained")
@@ -89,7 +91,7 @@ def elbo_curves(results: Mapping, log_evidence: float | None = None, window: int
     for ax, start in ((ax_all, 0), (ax_end, half)):
         for method, curve in curves.items():
             steps = np.arange(1, len(curve) + 1)
-            color = method_color(method, list(results))
+            color = method_color(method, list(trees))
             ax.plot(steps[start:], curve[start:], color=color, lw=1.4, label=method)
         if log_evidence is not None:
             ax.axhline(log_evidence, color=REFERENCE_COLOR, ls="--", lw=1, label="exact log p(x)")
@@ -105,8 +107,12 @@ def elbo_curves(results: Mapping, log_evidence: float | None = None, window: int
     return fig
 
 
-def _svi(results: Mapping) -> dict:
-    return {m: r for m, r in results.items() if hasattr(r, "losses") and len(r.losses)}
+def _losses(trees: Mapping) -> dict[str, np.ndarray]:
+    out = {}
+    for method, tree in trees.items():
+        if "losses" in tree.children and tree["losses"]["loss"].size:
+            out[method] = np.asarray(tree["losses"]["loss"].values, dtype=float)
+    return out
 
 
 def _elbo_limits(curves: Mapping[str, np.ndarray], log_evidence: float | None, skip: float):

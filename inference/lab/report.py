@@ -12,8 +12,10 @@ directory::
 import base64
 import datetime
 import html
+import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +24,8 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from inference.lab import plots
-from inference.lab.cases import METHODS, Case
 from inference.posterior.netcdf import netcdf_safe
-from inference.tables import as_datatree, compare, method_table
+from inference.tables import as_datatree, compare, method_table, reference_frame
 
 METHOD_COLUMNS = (
     "case",
@@ -33,6 +34,7 @@ METHOD_COLUMNS = (
     "elbo",
     "log_evidence",
     "kl_gap",
+    "khat",
     "divergences",
     "min_ess_bulk",
     "max_r_hat",
@@ -52,6 +54,25 @@ PARAMETER_COLUMNS = (
     "sd_ratio",
 )
 FIGURE_DPI = 100
+RUN_FILE = "run.json"  # what a rebuild needs besides the tables and trees
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a report is about: a shipped case, or a user's model.
+
+    name: a short name (the case, or the title). description: one line under it.
+    reference: posterior summary indexed by parameter label (``mean``, ``sd``, optional
+    ``q05``, ``q95``), or None. log_evidence: the exact log p(x) in nats, or None.
+    funnel: ``(scale_site, vector_site)`` worth a NUTS pair plot, or None.
+    """
+
+    name: str
+    description: str = ""
+    reference: pd.DataFrame | None = None
+    log_evidence: float | None = None
+    funnel: tuple[str, str] | None = None
+
 
 COLUMN_NOTES = {
     "elapsed_s": "wall-clock seconds of the fit: all NUTS chains with warmup; SVI with its "
@@ -60,6 +81,9 @@ COLUMN_NOTES = {
     "estimated from 2,000 fresh draws of the fitted guide (elbo_mcse: its Monte Carlo "
     "standard error; iwae: the tighter importance-weighted bound from the same draws).",
     "log_evidence": "the exact log p(x), where the model has a closed form.",
+    "khat": "PSIS k-hat of the guide's importance weights (Yao et al. 2018, by arviz_stats): "
+    "below 0.5 the approximation can be trusted, 0.5-0.7 use it with care, above 0.7 do not "
+    "trust it.",
     "kl_gap": "log p(x) - ELBO = KL(q || p(z | x)) >= 0: how far the guide is from the exact "
     "posterior, in nats.",
     "divergences": "NUTS transitions after warmup whose trajectory diverged: the sampler "
@@ -92,8 +116,8 @@ def _order(df: pd.DataFrame, first: tuple[str, ...]) -> pd.DataFrame:
     return df[list(first) + rest]
 
 
-def case_tables(
-    case: Case, results: Mapping, trees: Mapping[str, xr.DataTree]
+def run_tables(
+    case: Subject, results: Mapping, trees: Mapping[str, xr.DataTree]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(parameters, methods)`` tables of a run, columns as in DESIGN.md.
 
@@ -119,16 +143,16 @@ def _plotted_sites(tree: xr.DataTree, reference: pd.DataFrame | None) -> list[st
     return [n for n in names if n in covered] or names
 
 
-def case_figures(
-    case: Case, results: Mapping, trees: Mapping[str, xr.DataTree], parameters: pd.DataFrame
+def run_figures(
+    case: Subject, trees: Mapping[str, xr.DataTree], parameters: pd.DataFrame
 ) -> tuple[dict[str, Figure], dict[str, str]]:
     """The figures of a run, by file stem, and the figures that failed (name -> error).
 
     One figure that cannot be drawn does not stop the others.
     """
     makers = {}
-    if any(hasattr(r, "losses") for r in results.values()):
-        makers["elbo"] = lambda: plots.elbo_curves(results, case.log_evidence)
+    if any("losses" in tree.children for tree in trees.values()):
+        makers["elbo"] = lambda: plots.elbo_curves(trees, case.log_evidence)
     makers["marginals"] = lambda: plots.marginals(trees, case.reference)
     makers["forest"] = lambda: plots.forest(parameters, case.reference)
     if "nuts" in trees:
@@ -158,7 +182,7 @@ def _figure_png(fig: Figure) -> bytes:
 
 def write_report(
     out_dir,
-    case: Case,
+    case: Subject,
     results: Mapping,
     parameters_df: pd.DataFrame,
     methods_df: pd.DataFrame,
@@ -173,12 +197,12 @@ def write_report(
     ----------
     out_dir : path
         Created if missing; files of the same names are overwritten.
-    case : Case
+    case : Subject
     results : mapping of str to DataTree or result
         Per method, what goes into ``<method>.nc`` (a result is converted with its
         ``to_datatree()`` defaults).
     parameters_df, methods_df : DataFrame
-        The tables of :func:`case_tables`.
+        The tables of :func:`run_tables`.
     figures : mapping of str to Figure
         Saved as ``figures/<name>.png`` and embedded in the report.
     failed : mapping of str to str, optional
@@ -204,6 +228,15 @@ def write_report(
         png = _figure_png(fig)
         (out / "figures" / f"{name}.png").write_bytes(png)
         images[name] = png
+    run = {
+        "name": case.name,
+        "description": case.description,
+        "log_evidence": case.log_evidence,
+        "funnel": case.funnel,
+        "failed": dict(failed or {}),
+        "settings": {k: str(v) for k, v in (settings or {}).items()},
+    }
+    (out / RUN_FILE).write_text(json.dumps(run, indent=1), encoding="utf-8")
     page = _html(case, parameters_df, methods_df, images, dict(failed or {}), dict(settings or {}))
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
@@ -211,11 +244,130 @@ def write_report(
 
 
 def stale_outputs(out_dir, keep_methods) -> list[Path]:
-    """Outputs of an earlier run in ``out_dir`` that this run will not overwrite."""
+    """Outputs of an earlier vilab run in ``out_dir`` that this run will not overwrite.
+
+    Only what vilab writes: the ``.nc`` files its ``methods.csv`` names and figures whose
+    names vilab draws. A user's own files there are left alone.
+    """
     out = Path(out_dir)
-    stale = [out / f"{m}.nc" for m in METHODS if m not in keep_methods]
-    stale += list((out / "figures").glob("*.png")) if (out / "figures").is_dir() else []
+    stale = []
+    if (out / "methods.csv").is_file():
+        earlier = pd.read_csv(out / "methods.csv")["method"].astype(str)
+        stale += [out / f"{m}.nc" for m in earlier if m not in keep_methods]
+    stale += [out / "figures" / f"{name}.png" for name in FIGURE_CAPTIONS]
     return [p for p in stale if p.is_file()]
+
+
+def report(
+    results: Mapping,
+    out="report",
+    reference=None,
+    log_evidence: float | None = None,
+    title: str | None = None,
+) -> Path:
+    """Write the files of ``vilab compare`` for any model's results; returns ``report.html``.
+
+    Parameters
+    ----------
+    results : mapping of str to result
+        Method name to a :func:`~inference.fit_svi` or :func:`~inference.run_nuts`
+        result, e.g. ``{"nuts": mc, "svi-mvn": fit}``.
+    out : path
+        The directory to write into (created if missing; vilab's own files replaced).
+    reference : DataFrame or mapping, optional
+        The answer to measure against: a table indexed by parameter label with ``mean``
+        and ``sd`` (as ``parameters.csv``'s ref columns), or ``{label: (mean, sd)}``.
+    log_evidence : float, optional
+        The exact log p(x) in nats, where known: the methods table then has ``kl_gap``.
+    title : str, optional
+        The report's name (default ``"model"``).
+    """
+    if not results:
+        raise ValueError("report needs at least one result")
+    subject = Subject(
+        name=title or "model",
+        description="a model of the user's, through vilab's public API",
+        reference=reference_frame(reference) if reference is not None else None,
+        log_evidence=None if log_evidence is None else float(log_evidence),
+    )
+    trees = {method: as_datatree(result) for method, result in results.items()}
+    return write_run(out, subject, results, trees, settings={"written by": "report(...)"})
+
+
+def write_run(
+    out, subject: Subject, results: Mapping, trees: Mapping, *, failed=None, settings=None
+) -> Path:
+    """Tables, figures and files of a run, from its results and their DataTrees."""
+    import matplotlib.pyplot as plt
+
+    parameters, methods = run_tables(subject, results, trees)
+    figures, failed_figures = run_figures(subject, trees, parameters)
+    notes = dict(failed or {}) | {f"figure {k}": v for k, v in failed_figures.items()}
+    try:
+        for path in stale_outputs(out, set(trees)):
+            path.unlink()
+        return write_report(
+            out, subject, trees, parameters, methods, figures, failed=notes, settings=settings
+        )
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
+
+
+def is_run(out_dir) -> bool:
+    """Whether ``out_dir`` holds the files of a vilab run."""
+    out = Path(out_dir)
+    return all((out / name).is_file() for name in ("methods.csv", "parameters.csv", RUN_FILE))
+
+
+def rebuild(out_dir) -> Path:
+    """Rebuild the figures and ``report.html`` of a run from its saved files alone.
+
+    Reads ``methods.csv``, ``parameters.csv``, ``run.json`` and every ``<method>.nc``
+    (with the SVI fits' loss histories); the tables are taken as saved.
+    """
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    if not is_run(out):
+        raise ValueError(
+            f"{str(out)!r} is not a vilab run (no methods.csv, parameters.csv, run.json)"
+        )
+    methods = pd.read_csv(out / "methods.csv")
+    parameters = pd.read_csv(out / "parameters.csv")
+    run = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
+    trees = {}
+    for method in methods["method"].astype(str):
+        path = out / f"{method}.nc"
+        if path.is_file():
+            trees[method] = xr.open_datatree(path, engine="h5netcdf").load()
+    subject = Subject(
+        name=run["name"],
+        description=run["description"],
+        reference=_reference_rows(parameters)[["ref_mean", "ref_sd"]].rename(
+            columns={"ref_mean": "mean", "ref_sd": "sd"}
+        )
+        if _reference_rows(parameters) is not None
+        else None,
+        log_evidence=run["log_evidence"],
+        funnel=tuple(run["funnel"]) if run["funnel"] else None,
+    )
+    figures, failed_figures = run_figures(subject, trees, parameters)
+    notes = dict(run["failed"]) | {f"figure {k}": v for k, v in failed_figures.items()}
+    try:
+        images = {}
+        (out / "figures").mkdir(exist_ok=True)
+        for name, fig in figures.items():
+            png = _figure_png(fig)
+            (out / "figures" / f"{name}.png").write_bytes(png)
+            images[name] = png
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
+    page = _html(subject, parameters, methods, images, notes, dict(run["settings"]))
+    path = out / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
 
 
 def compact_table(parameters: pd.DataFrame, max_params: int = 10) -> pd.DataFrame:
@@ -256,6 +408,38 @@ def _fmt(value) -> str:
     return html.escape(str(value))
 
 
+# Bands of the columns that carry a verdict: (good while, ok while) on the measure.
+VERDICTS = {
+    "z_mean": (lambda v: abs(v), 0.1, 0.3),
+    "sd_ratio": (lambda v: abs(v - 1), 0.1, 0.3),
+    "khat": (lambda v: v, 0.5, 0.7),
+    "max_r_hat": (lambda v: v, 1.01, 1.05),
+    "divergences": (lambda v: v, 0.5, 0.5),
+    "min_ess_bulk": (lambda v: -v, -400, -100),
+}
+LEGEND = (
+    "<p class='legend'><span class='good'>good</span> <span class='ok'>use with care</span> "
+    "<span class='bad'>do not trust</span>: |z_mean| &lt; 0.1 / 0.3; sd_ratio within 10% / "
+    "30%; k&#770; &lt; 0.5 / 0.7; R-hat &lt; 1.01 / 1.05; no divergences; bulk ESS &ge; 400 "
+    "/ 100.</p>"
+)
+
+
+def verdict_class(column: str, value) -> str:
+    """``good``, ``ok``, ``bad`` for a cell of a verdict column, else ``""``."""
+    if column not in VERDICTS or value is None or value is pd.NA:
+        return ""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return ""
+    if math.isnan(value):
+        return ""
+    measure, good, ok = VERDICTS[column]
+    m = measure(value)
+    return "good" if m < good else "ok" if m < ok else "bad"
+
+
 def _table_html(df: pd.DataFrame, index: bool = False) -> str:
     head = ([html.escape(str(df.index.name or ""))] if index else []) + [
         html.escape(str(c)) for c in df.columns
@@ -263,7 +447,7 @@ def _table_html(df: pd.DataFrame, index: bool = False) -> str:
     rows = []
     for label, row in df.iterrows():
         cells = ([f"<th>{html.escape(str(label))}</th>"] if index else []) + [
-            f"<td>{_fmt(v)}</td>" for v in row
+            f"<td class='{verdict_class(c, v)}'>{_fmt(v)}</td>" for c, v in row.items()
         ]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     header = "<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
@@ -298,7 +482,30 @@ figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.85rem;color:#555}dl{font-size:.88rem}dt{font-weight:600;margin-top:.4rem}
 dd{margin-left:1.2rem}.fail{color:#a00}code{background:#f3f3f3;padding:0 .2rem}
 details summary{cursor:pointer;color:#335}
+.good{background:#e3f4e1}.ok{background:#fdf1d2}.bad{background:#f9dcdc}
+.legend span{padding:0 .3rem}
 """
+
+
+def _trust_lines(methods: pd.DataFrame) -> list[str]:
+    """One verdict per variational method, from its k-hat."""
+    if "khat" not in methods:
+        return []
+    words = {
+        "good": "k&#770; below 0.5: the approximation can be trusted, and importance "
+        "reweighting of its draws would correct what is left.",
+        "ok": "k&#770; between 0.5 and 0.7: use with care; the tails may be wrong.",
+        "bad": "k&#770; above 0.7: do not trust this approximation.",
+    }
+    lines = []
+    for _, row in methods.iterrows():
+        label = verdict_class("khat", row["khat"])
+        if label:
+            lines.append(
+                f"<p class='{label}'><b>{html.escape(str(row['method']))}</b> "
+                f"(k&#770; = {float(row['khat']):.2f}): {words[label]}</p>"
+            )
+    return lines
 
 
 def _shown(df: pd.DataFrame) -> pd.DataFrame:
@@ -327,7 +534,8 @@ def _html(case, parameters, methods, images, failed, settings) -> str:
             f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in failed.items()
         )
         parts.append(f"<div class='fail'><p>Failed:</p><ul>{items}</ul></div>")
-    parts += ["<h2>Methods</h2>", _table_html(_shown(methods))]
+    parts += ["<h2>Methods</h2>", LEGEND, _table_html(_shown(methods))]
+    parts += _trust_lines(methods)
     compact = compact_table(parameters)
     parts += ["<h2>Parameters</h2>", _table_html(compact, index=True)]
     parts.append(

@@ -15,6 +15,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from inference.mcmc import NUTSResult
+from inference.svi import SVIResult
+
 SAMPLE_DIMS = ("chain", "draw")
 
 
@@ -30,7 +33,7 @@ def as_datatree(result) -> xr.DataTree:
 def _label(name, dims, index) -> str:
     if not dims:
         return name
-    return f"{name}[{','.join(str(i) for i in index)}]"
+    return f"{name}[{', '.join(str(i) for i in index)}]"  # as arviz_stats.summary labels
 
 
 def flatten(posterior: xr.Dataset) -> dict[str, np.ndarray]:
@@ -50,14 +53,6 @@ def flatten(posterior: xr.Dataset) -> dict[str, np.ndarray]:
 
 def _is_mcmc(tree: xr.DataTree) -> bool:
     return "sample_stats" in tree.children
-
-
-def _diagnostics(values: np.ndarray) -> tuple[float, float, float]:
-    da = xr.DataArray(values, dims=SAMPLE_DIMS)
-    ess = float(az.ess(da, method="bulk"))
-    rhat = float(az.rhat(da)) if values.shape[0] > 1 else np.nan
-    mcse = float(az.mcse(da, method="mean"))
-    return ess, rhat, mcse
 
 
 def reference_frame(reference) -> pd.DataFrame:
@@ -92,32 +87,37 @@ def compare(results: Mapping, reference=None) -> pd.DataFrame:
     if not results:
         raise ValueError("compare needs at least one result")
     ref = reference_frame(reference) if reference is not None else None
-    rows = []
+    frames = []
     for method, result in results.items():
-        tree = as_datatree(result)
-        mcmc = _is_mcmc(tree)
-        for label, values in flatten(tree.posterior.to_dataset()).items():
-            flat = values.reshape(-1)
-            row = {
-                "method": method,
-                "parameter": label,
-                "mean": flat.mean(),
-                "sd": flat.std(ddof=1),
-                "q05": np.quantile(flat, 0.05),
-                "q95": np.quantile(flat, 0.95),
-            }
-            if mcmc:
-                row["ess_bulk"], row["r_hat"], row["mcse_mean"] = _diagnostics(values)
-            else:  # independent draws from q: ESS = draws, MCSE = sd / sqrt(draws)
-                row["ess_bulk"], row["r_hat"] = float(flat.size), np.nan
-                row["mcse_mean"] = row["sd"] / np.sqrt(flat.size)
-            if ref is not None and label in ref.index:
-                row["ref_mean"] = float(ref.loc[label, "mean"])
-                row["ref_sd"] = float(ref.loc[label, "sd"])
-                row["z_mean"] = (row["mean"] - row["ref_mean"]) / row["ref_sd"]
-                row["sd_ratio"] = row["sd"] / row["ref_sd"]
-            rows.append(row)
-    return pd.DataFrame(rows)
+        frame = _summary(as_datatree(result))
+        frame.insert(0, "parameter", frame.index)
+        frame.insert(0, "method", method)
+        if ref is not None:
+            frame["ref_mean"], frame["ref_sd"] = np.nan, np.nan
+            known = frame["parameter"].isin(ref.index)
+            frame.loc[known, "ref_mean"] = ref.loc[frame["parameter"][known], "mean"].values
+            frame.loc[known, "ref_sd"] = ref.loc[frame["parameter"][known], "sd"].values
+            frame["z_mean"] = (frame["mean"] - frame["ref_mean"]) / frame["ref_sd"]
+            frame["sd_ratio"] = frame["sd"] / frame["ref_sd"]
+        frames.append(frame.reset_index(drop=True))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _summary(tree: xr.DataTree) -> pd.DataFrame:
+    """One ``arviz_stats`` summary of a result's posterior, in vilab's column names.
+
+    MCMC draws keep ArviZ's ESS, R-hat and MCSE. Draws from a guide are independent:
+    their ESS is their number, MCSE = sd / sqrt(draws), and R-hat does not apply.
+    """
+    posterior = tree.posterior.to_dataset()
+    table = az.summary(posterior, kind="all", round_to="none", ci_prob=0.9, ci_kind="eti")
+    table = table.rename(columns={"eti90_lb": "q05", "eti90_ub": "q95"})
+    table = table[["mean", "sd", "q05", "q95", "mcse_mean", "ess_bulk", "r_hat"]].astype(float)
+    if not _is_mcmc(tree):
+        draws = posterior.sizes["chain"] * posterior.sizes["draw"]
+        table["ess_bulk"], table["r_hat"] = float(draws), np.nan
+        table["mcse_mean"] = table["sd"] / np.sqrt(draws)
+    return table
 
 
 def method_table(
@@ -129,6 +129,9 @@ def method_table(
 ) -> pd.DataFrame:
     """One row per method: time, ELBO (nats, whole data set), evidence gap, diagnostics.
 
+    ``khat``: PSIS k-hat of the guide's importance weights (below 0.5 the guide can be
+    trusted, 0.5-0.7 with care, above 0.7 not).
+
     ``kl_gap = log_evidence - elbo`` is KL(q || p) when the exact log evidence is known.
     A point-mass (MAP) guide has no entropy, so its ELBO is not a bound and is left out.
     ``parameters`` (the output of :func:`compare`) saves recomputing diagnostics.
@@ -136,21 +139,26 @@ def method_table(
     params = parameters if parameters is not None else compare(results)
     rows = []
     for method, result in results.items():
-        row = {"case": case, "method": method, "elapsed_s": getattr(result, "elapsed_s", np.nan)}
-        if hasattr(result, "elbo") and getattr(result, "guide_name", None) != "delta":
+        if not isinstance(result, SVIResult | NUTSResult):
+            raise TypeError(
+                f"method_table needs engine results (fit_svi, run_nuts), got "
+                f"{type(result).__name__} for {method!r}"
+            )
+        row = {"case": case, "method": method, "elapsed_s": result.elapsed_s}
+        if isinstance(result, SVIResult) and result.guide_name != "delta":
             est = result.elbo(num_particles=num_particles)
-            row.update(elbo=est.value, elbo_mcse=est.mcse, iwae=est.iwae)
+            row.update(elbo=est.value, elbo_mcse=est.mcse, iwae=est.iwae, khat=est.khat)
         if log_evidence is not None:
             row["log_evidence"] = log_evidence
             if "elbo" in row:
                 row["kl_gap"] = log_evidence - row["elbo"]
         mine = params[params["method"] == method]
-        if hasattr(result, "stats"):
+        if isinstance(result, NUTSResult):
             row["divergences"] = int(result.stats["diverging"].sum())
             row["min_ess_bulk"] = float(mine["ess_bulk"].min())
             row["max_r_hat"] = float(mine["r_hat"].max())
             row["ess_bulk_per_s"] = row["min_ess_bulk"] / row["elapsed_s"]
-        if hasattr(result, "losses"):
+        if isinstance(result, SVIResult):
             row["num_steps"] = result.num_steps
             row["converged"] = result.converged
         rows.append(row)
