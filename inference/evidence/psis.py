@@ -51,6 +51,16 @@ def pareto_khat(log_weights) -> float:
     return float(khat)
 
 
+def smoothed_weights(log_weights) -> np.ndarray:
+    """PSIS-smoothed, normalised importance weights (ArviZ's ``psislw``), summing to 1."""
+    w = np.asarray(log_weights, dtype=np.float64).reshape(-1)
+    # psislw takes the LOO log-likelihood (the negated log weights) and returns the
+    # smoothed, normalised log weights.
+    smoothed, _ = array_stats.psislw(-w, r_eff=1.0)
+    weights = np.exp(np.asarray(smoothed, dtype=np.float64))
+    return weights / weights.sum()
+
+
 def verdict(khat: float) -> Verdict:
     """The trust verdict of a PSIS k̂ (Yao et al. 2018, section 3).
 

@@ -165,6 +165,23 @@ def guide_draws(model, guide, num_draws: int, args, kwargs) -> Draws:
     return read_draws(replay(model, args, kwargs, num_draws, guide=guide))
 
 
+def weighted_guide_draws(model, guide, num_draws: int, args, kwargs):
+    """``(draws, log weights)``: guide draws replayed through the model, and their
+    ``log p(x, z_s) - log q(z_s)`` (nats), from the same replay."""
+    replayed = replay(model, args, kwargs, num_draws, guide=guide)
+    log_weights = (replayed.log_joint - replayed.log_guide).double().cpu().numpy()
+    return read_draws(replayed), log_weights
+
+
+def take_draws(draws: Draws, index: np.ndarray) -> Draws:
+    """The draws at ``index`` (along the draw axis), e.g. an importance resample."""
+
+    def pick(group):
+        return {k: SiteDraws(v.values[index], v.dims) for k, v in group.items()}
+
+    return Draws(pick(draws.posterior), pick(draws.log_likelihood), draws.observed_data)
+
+
 def stack_draws(parts: list[Draws]) -> Draws:
     """Concatenate single-draw results along the draw dimension."""
 

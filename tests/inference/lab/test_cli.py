@@ -274,3 +274,15 @@ def test_a_failed_or_interrupted_method_keeps_what_finished(
     written = sorted(p.name for p in out.glob("*.nc"))
     assert written == (["svi-guide.nc", "svi-normal.nc"] if code == 1 else ["svi-normal.nc"])
     assert (out / "report.html").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["normal", "eight-schools"])
+def test_quick_rows_are_answers_a_user_can_read_as_right(quick_runs, case):
+    # The full run's bars: |z_mean| < 0.3 and sd_ratio 0.7-1.3 against the reference. On
+    # eight schools the Gaussian families under-disperse tau by their nature (full runs
+    # too: sd ratio ~0.7, the mean-field one 0.67), so its lower sd bar is 0.6.
+    params = pd.read_csv(quick_runs[case]["out"] / "parameters.csv").dropna(subset=["z_mean"])
+    low = 0.7 if case == "normal" else 0.6
+    bad = params[(params["z_mean"].abs() >= 0.3) | ~params["sd_ratio"].between(low, 1.3)]
+    assert bad.empty, bad[["method", "parameter", "z_mean", "sd_ratio"]].to_string()
