@@ -1,7 +1,9 @@
-"""``python -m benchmarks``: NUTS and SVI on eight schools, vilab against Pyro and NumPyro.
+"""``python -m benchmarks``: NUTS and SVI, vilab against Pyro and NumPyro.
 
-Full budgets by default (under 15 minutes on two cores); ``--quick`` for a check that
-the code runs (under 2 minutes). Prints the tables and writes ``results.json``.
+NUTS on non-centered eight schools, an enumerated Gaussian mixture and a badly scaled
+regression (:mod:`benchmarks.cases`); SVI on eight schools. Full budgets by default
+(about 15 minutes on two cores); ``--quick`` for a check that the code runs (a few
+minutes). Prints the tables and writes ``results.json``.
 """
 
 import argparse
@@ -47,7 +49,7 @@ TINY = Budget(warmup_steps=5, num_samples=5, warm_start_warmup=5, svi_steps=20, 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small budgets (< 2 min)")
+    parser.add_argument("--quick", action="store_true", help="small budgets (a few min)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
     parser.add_argument(
         "--threads",
@@ -103,56 +105,119 @@ def warm_up(with_numpyro: bool, seed: int = 0) -> float:
 
     Torch imports ``torch._dynamo`` (seconds) on an optimiser's first step; JAX starts
     its backend on first use and lowers each kind of operation once per process. Each
-    engine (vilab SVI and NUTS, NumPyro NUTS and SVI) runs once at a tiny size. The
-    measured runs still build fresh kernels and guides, so their JIT tracing or XLA
-    compilation of the model is counted.
-    Returns the seconds it took.
+    engine (vilab SVI, vilab NUTS on both backends, NumPyro NUTS with and without
+    funsor's enumeration, NumPyro SVI) runs once at a tiny size. The measured runs
+    still build fresh kernels, potentials and guides, so their JIT tracing or XLA
+    compilation of the model is counted. Returns the seconds it took.
     """
     from benchmarks import nuts, svi
 
     start = time.perf_counter()
-    svi.run_vilab_svi(TINY.vilab_svi_steps, seed=seed)
-    nuts.run_vilab_nuts(TINY.warmup_steps, TINY.num_samples, jit=False, seed=seed)
+    b = TINY
+    svi.run_vilab_svi(b.vilab_svi_steps, seed=seed)
+    nuts.run_vilab_nuts(b.warmup_steps, b.num_samples, seed=seed)
+    nuts.run_vilab_nuts(b.warmup_steps, b.num_samples, backend="pyro", jit=True, seed=seed)
     if with_numpyro:
         from benchmarks import numpyro_eight_schools as npy
+        from benchmarks import numpyro_mixture
 
-        npy.run_numpyro_nuts(TINY.warmup_steps, TINY.num_samples, seed=seed)
-        npy.run_numpyro_svi(TINY.svi_steps, seed=seed)
+        npy.run_numpyro_nuts(b.warmup_steps, b.num_samples, seed=seed)
+        npy.run_numpyro_svi(b.svi_steps, seed=seed)
+        if numpyro_mixture.funsor_available():
+            numpyro_mixture.run_numpyro_mixture(b.warmup_steps, b.num_samples, seed=seed)
     return time.perf_counter() - start
 
 
-def run_vilab(budget: Budget, seed: int, log=_log) -> tuple[list, list]:
-    """The vilab and plain-Pyro runs (no NumPyro): NUTS runs, SVI runs."""
-    from benchmarks import nuts, svi
+def run_vilab(budget: Budget, seed: int, log=_log, threads: int = 1) -> tuple[list, list]:
+    """The vilab and plain-Pyro runs (no NumPyro): NUTS runs, SVI runs.
 
-    b = budget
+    vilab's nutpie backend on eight schools runs in a fresh process
+    (:mod:`benchmarks.cold`): its first call there (cold) and its second (warm).
+    """
+    from benchmarks import cold, nuts, svi
+    from benchmarks.cases import EIGHT_SCHOOLS, MIXTURE, REGRESSION
+
+    b, w, n = budget, budget.warmup_steps, budget.num_samples
+    nutpie, pyro_jit = nuts.vilab_label("nutpie", False), nuts.vilab_label("pyro", True)
     nuts_runs = [
-        lambda: nuts.run_vilab_nuts(b.warmup_steps, b.num_samples, jit=False, seed=seed),
-        lambda: nuts.run_vilab_nuts(b.warmup_steps, b.num_samples, jit=True, seed=seed),
-        lambda: nuts.run_vilab_warm_nuts(
-            b.warm_start_warmup, b.num_samples, svi_steps=b.vilab_svi_steps, seed=seed
+        (
+            EIGHT_SCHOOLS,
+            "vilab run_nuts (nutpie), cold and warm",
+            lambda: cold.run_cold_and_warm(w, n, seed=seed, threads=threads),
         ),
-        lambda: nuts.run_pyro_nuts(b.warmup_steps, b.num_samples, seed=seed),
+        (
+            EIGHT_SCHOOLS,
+            pyro_jit,
+            lambda: nuts.run_vilab_nuts(w, n, backend="pyro", jit=True, seed=seed),
+        ),
+        (
+            EIGHT_SCHOOLS,
+            "vilab SVI-mvn warm start + run_nuts (nutpie)",
+            lambda: nuts.run_vilab_warm_nuts(
+                b.warm_start_warmup, n, svi_steps=b.vilab_svi_steps, seed=seed
+            ),
+        ),
+        (EIGHT_SCHOOLS, "Pyro NUTS", lambda: nuts.run_pyro_nuts(w, n, seed=seed)),
     ]
+    for case in (MIXTURE, REGRESSION):
+        nuts_runs += [
+            (case, nutpie, lambda case=case: nuts.run_vilab_nuts(w, n, case=case, seed=seed)),
+            (
+                case,
+                pyro_jit,
+                lambda case=case: nuts.run_vilab_nuts(
+                    w, n, case=case, backend="pyro", jit=True, seed=seed
+                ),
+            ),
+        ]
     svi_runs = [
         lambda: svi.run_vilab_svi(b.vilab_svi_steps, seed=seed),
         lambda: svi.run_pyro_svi(b.svi_steps, seed=seed),
         lambda: svi.run_pyro_svi(b.svi_steps, jit=True, seed=seed),
     ]
-    return _run_all(nuts_runs, log), _run_all(svi_runs, log)
+    return _run_nuts_all(nuts_runs, log), _run_all(svi_runs, log)
 
 
 def run_numpyro(budget: Budget, seed: int, log=_log) -> tuple[list, list]:
-    """The NumPyro runs: NUTS (cold, then compiled) and SVI."""
+    """The NumPyro runs: NUTS (eight schools cold, then compiled; the mixture enumerated
+    when funsor is installed, and summed out by hand; the regression) and SVI."""
     from benchmarks import numpyro_eight_schools as npy
+    from benchmarks import numpyro_mixture, numpyro_regression
+    from benchmarks.cases import EIGHT_SCHOOLS, MIXTURE, REGRESSION
 
-    b = budget
+    w, n = budget.warmup_steps, budget.num_samples
     nuts_runs = [
-        lambda: npy.run_numpyro_nuts(b.warmup_steps, b.num_samples, seed=seed),
-        lambda: npy.run_numpyro_nuts(b.warmup_steps, b.num_samples, seed=seed, repeat=True),
+        (EIGHT_SCHOOLS, "NumPyro NUTS", lambda: npy.run_numpyro_nuts(w, n, seed=seed)),
+        (
+            EIGHT_SCHOOLS,
+            "NumPyro NUTS, compiled",
+            lambda: npy.run_numpyro_nuts(w, n, seed=seed, repeat=True),
+        ),
     ]
-    svi_runs = [lambda: npy.run_numpyro_svi(b.svi_steps, seed=seed)]
-    return _run_all(nuts_runs, log), _run_all(svi_runs, log)
+    if numpyro_mixture.funsor_available():
+        nuts_runs.append(
+            (
+                MIXTURE,
+                numpyro_mixture.ENUMERATED,
+                lambda: numpyro_mixture.run_numpyro_mixture(w, n, seed=seed),
+            )
+        )
+    else:
+        log("  funsor is not installed: NumPyro's mixture runs with z summed out by hand only")
+    nuts_runs += [
+        (
+            MIXTURE,
+            numpyro_mixture.MARGINALISED,
+            lambda: numpyro_mixture.run_numpyro_mixture(w, n, by_hand=True, seed=seed),
+        ),
+        (
+            REGRESSION,
+            numpyro_regression.LABEL,
+            lambda: numpyro_regression.run_numpyro_regression(w, n, seed=seed),
+        ),
+    ]
+    svi_runs = [lambda: npy.run_numpyro_svi(budget.svi_steps, seed=seed)]
+    return _run_nuts_all(nuts_runs, log), _run_all(svi_runs, log)
 
 
 def _run_all(runs, log) -> list:
@@ -161,6 +226,29 @@ def _run_all(runs, log) -> list:
         result = run()
         log(f"  {result.method}: {result.wall_s:.1f} s")
         out.append(result)
+    return out
+
+
+def _run_nuts_all(runs, log) -> list:
+    """Each ``(case, label, run)`` in turn; a run may return one result or a list.
+
+    A run that raises becomes a :class:`~benchmarks.nuts.FailedRun` row (and a line on
+    stderr) instead of ending the benchmark.
+    """
+    from benchmarks.nuts import FailedRun
+
+    out = []
+    for case, label, run in runs:
+        try:
+            results = run()
+        except Exception as err:  # noqa: BLE001 - one broken engine must not stop the rest
+            message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            log(f"  {case.name} / {label}: FAILED ({message})")
+            out.append(FailedRun(case.name, label, message[:200]))
+            continue
+        for result in results if isinstance(results, list) else [results]:
+            log(f"  {result.model} / {result.method}: {result.wall_s:.1f} s")
+            out.append(result)
     return out
 
 
@@ -175,6 +263,7 @@ def main(argv=None) -> int:
         print(profile_run_nuts())
         return 0
     from benchmarks import report
+    from benchmarks.cases import CASES
     from benchmarks.machine import machine_info
     from benchmarks.svi import summarise
 
@@ -187,7 +276,7 @@ def main(argv=None) -> int:
     warm_up_s = warm_up(with_numpyro, args.seed)
     _log("measuring")
     start = time.perf_counter()
-    nuts, svi = run_vilab(budget, args.seed)
+    nuts, svi = run_vilab(budget, args.seed, threads=args.threads)
     if with_numpyro:
         more_nuts, more_svi = run_numpyro(budget, args.seed)
         nuts, svi = nuts + more_nuts, svi + more_svi
@@ -196,7 +285,8 @@ def main(argv=None) -> int:
     verdict = report.goals(nuts_frame, svi_frame)
     if args.quick:
         print("--quick: budgets too small for these numbers to mean anything; see README.md\n")
-    print(report.render(nuts_frame, svi_frame, verdict))
+    ess_over = {case.name: case.ess_over for case in CASES.values()}
+    print(report.render(nuts_frame, svi_frame, verdict, ess_over))
     settings = {
         "mode": "quick" if args.quick else "full",
         "budget": asdict(budget),

@@ -1,7 +1,7 @@
 """What the benchmarks measure, computed the same way for every method.
 
-- :func:`min_bulk_ess`: ArviZ's rank-normalised bulk ESS over ``mu``, ``tau`` and
-  every ``theta[j]``, and its minimum.
+- :func:`min_bulk_ess`: ArviZ's rank-normalised bulk ESS of every scalar in a set of
+  draws (``mu``, ``tau`` and every ``theta[j]`` on eight schools), and its minimum.
 - :func:`gaussian_elbo`: the ELBO of a Gaussian guide on the unconstrained latents
   ``(mu, log tau, eta_1..eta_J)``, estimated with one fixed set of standard-normal
   draws (common random numbers), so that guides from different engines and steps are
@@ -42,23 +42,40 @@ def theta_from(mu: np.ndarray, tau: np.ndarray, eta: np.ndarray) -> np.ndarray:
     return mu[..., None] + tau[..., None] * eta
 
 
-def min_bulk_ess(draws: dict[str, np.ndarray]) -> tuple[float, dict[str, float]]:
-    """Bulk ESS of ``mu``, ``tau`` and each ``theta[j]``; returns ``(min, by label)``.
+def chain_draws(mu, tau, eta) -> dict[str, np.ndarray]:
+    """Eight schools' draws of one chain with a chain dim; ``theta`` recomputed from ``eta``.
 
-    ``draws`` holds ``mu`` and ``tau`` shaped (chain, draw) and ``theta`` shaped
-    (chain, draw, school).
+    So that every engine's ``theta`` is computed alike.
     """
-    ds = xr.Dataset(
-        {
-            "mu": (("chain", "draw"), np.asarray(draws["mu"], dtype=float)),
-            "tau": (("chain", "draw"), np.asarray(draws["tau"], dtype=float)),
-            "theta": (("chain", "draw", "school"), np.asarray(draws["theta"], dtype=float)),
-        }
-    )
-    ess = az.ess(ds, method="bulk")
-    by_label = {"mu": float(ess["mu"]), "tau": float(ess["tau"])}
-    for j, value in enumerate(np.atleast_1d(ess["theta"].values)):
-        by_label[f"theta[{j}]"] = float(value)
+    mu, tau, eta = (np.asarray(x, dtype=float) for x in (mu, tau, eta))
+    mu, tau = mu.reshape(1, -1), tau.reshape(1, -1)
+    eta = eta.reshape(1, mu.shape[1], -1)
+    return {"mu": mu, "tau": tau, "theta": theta_from(mu, tau, eta)}
+
+
+def min_bulk_ess(draws: dict[str, np.ndarray]) -> tuple[float, dict[str, float]]:
+    """Bulk ESS of every scalar in ``draws``; returns ``(min, by label)``.
+
+    ``draws`` maps a name to an array shaped (chain, draw, *shape); a scalar site is
+    labelled by its name, each element of a vector site as ``name[j]`` (``mu``,
+    ``tau``, ``theta[0]``, ... on eight schools).
+    """
+    variables = {}
+    for name, value in draws.items():
+        value = np.asarray(value, dtype=float)
+        dims = ("chain", "draw")
+        if value.ndim > 2:
+            value = value.reshape(*value.shape[:2], -1)
+            dims += (f"{name}_dim",)
+        variables[name] = (dims, value)
+    ess = az.ess(xr.Dataset(variables), method="bulk")
+    by_label = {}
+    for name in draws:
+        values = np.asarray(ess[name].values)
+        if values.ndim == 0:
+            by_label[name] = float(values)
+        else:
+            by_label.update({f"{name}[{j}]": float(v) for j, v in enumerate(values)})
     return min(by_label.values()), by_label
 
 

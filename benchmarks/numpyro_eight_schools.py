@@ -2,8 +2,8 @@
 
 This module imports JAX and NumPyro at the top; the rest of the package imports it
 only when NumPyro is asked for, so ``benchmarks`` imports without them. Importing it
-switches JAX to float64 for the whole process, so that every engine here computes
-in double precision as vilab does by default.
+switches JAX to float64 for the whole process (through :mod:`benchmarks.numpyro_nuts`),
+so that every engine here computes in double precision as vilab does by default.
 """
 
 import jax
@@ -11,15 +11,17 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO
+from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoMultivariateNormal
 
+from benchmarks.cases import EIGHT_SCHOOLS
 from benchmarks.data import arrays
 from benchmarks.measures import Stopwatch
-from benchmarks.nuts import NutsRun, chain_draws
+from benchmarks.numpyro_nuts import run_numpyro
+from benchmarks.nuts import NutsRun
 from benchmarks.svi import SNAPSHOT_EVERY, SviRun, canonical
 
-jax.config.update("jax_enable_x64", True)
+LABEL = "NumPyro NUTS, defaults (diag mass)"
 
 
 def noncentered(y, sigma):
@@ -53,37 +55,16 @@ def run_numpyro_nuts(
     The wall time includes JIT compilation. With ``repeat=True`` the same ``MCMC``
     object runs a second time (new key, compiled code reused) and that run is returned.
     """
-    y, sigma = jax_arrays()
-    clock = Stopwatch()
-    mcmc = MCMC(
-        NUTS(noncentered),
-        num_warmup=warmup_steps,
-        num_samples=num_samples,
-        num_chains=1,
-        progress_bar=False,
-    )
-    key = jax.random.PRNGKey(seed)
-    fields = ("diverging", "num_steps")
-    mcmc.run(key, y, sigma, extra_fields=fields)
-    samples = jax.block_until_ready(mcmc.get_samples())
-    method = "NumPyro NUTS, defaults (diag mass), incl. compile"
-    if repeat:
-        clock = Stopwatch()
-        mcmc.run(jax.random.fold_in(key, 1), y, sigma, extra_fields=fields)
-        samples = jax.block_until_ready(mcmc.get_samples())
-        method = "NumPyro NUTS, defaults, already compiled"
-    wall_s, cpu_s = clock.read()
-    extra = mcmc.get_extra_fields()
-    s = {k: np.asarray(v) for k, v in samples.items()}
-    return NutsRun(
-        method=method,
-        wall_s=wall_s,
-        cpu_s=cpu_s,
+    return run_numpyro(
+        noncentered,
+        jax_arrays(),
+        model_name=EIGHT_SCHOOLS.name,
+        to_draws=EIGHT_SCHOOLS.draws,
+        label=LABEL,
         warmup_steps=warmup_steps,
         num_samples=num_samples,
-        draws=chain_draws(s["mu"], s["tau"], s["eta"]),
-        divergences=int(np.sum(extra["diverging"])),
-        details={"mean_leapfrog_steps": float(np.mean(extra["num_steps"]))},
+        seed=seed,
+        repeat=repeat,
     )
 
 

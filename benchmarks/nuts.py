@@ -1,8 +1,10 @@
-"""NUTS on non-centered eight schools: vilab (jit off, jit on, SVI warm start) and Pyro.
+"""NUTS runners for vilab (nutpie and Pyro backends, SVI warm start) and plain Pyro.
 
 Each runner returns a :class:`NutsRun` whose ``wall_s`` covers everything the method
 needs to produce its draws, warmup included (and the SVI fit, for the warm start).
-NumPyro's runner is in :mod:`benchmarks.numpyro_eight_schools`.
+The model comes from a :class:`benchmarks.cases.Case` (eight schools by default).
+NumPyro's runners are in the ``numpyro_*`` modules; the cold-process runs of vilab in
+:mod:`benchmarks.cold`.
 """
 
 from dataclasses import dataclass, field
@@ -12,20 +14,30 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 
-from benchmarks.data import arrays, noncentered
-from benchmarks.measures import Stopwatch, min_bulk_ess, theta_from
+from benchmarks.cases import EIGHT_SCHOOLS, Case
+from benchmarks.measures import Stopwatch, chain_draws, min_bulk_ess
 from inference import fit_svi, run_nuts
+
+__all__ = [
+    "FailedRun",
+    "NutsRun",
+    "chain_draws",
+    "run_pyro_nuts",
+    "run_vilab_nuts",
+    "run_vilab_warm_nuts",
+]
 
 
 @dataclass(frozen=True)
 class NutsRun:
-    """One chain of NUTS on eight schools.
+    """One chain of NUTS on one model.
 
     method: label in the tables. wall_s / cpu_s: wall-clock and process CPU seconds of
     the whole method (warmup, compilation, and for warm starts the SVI fit).
-    warmup_steps, num_samples: the chain's budget. draws: ``mu``, ``tau`` (chain, draw)
-    and ``theta`` (chain, draw, school). divergences: after warmup.
-    details: anything else worth recording (SVI time, step size, ...).
+    warmup_steps, num_samples: the chain's budget. draws: what the ESS runs over, each
+    (chain, draw, ...) (on eight schools ``mu``, ``tau`` and ``theta``).
+    divergences: after warmup. details: anything else worth recording (step size, ...).
+    model: the :class:`~benchmarks.cases.Case` name.
     """
 
     method: str
@@ -36,11 +48,13 @@ class NutsRun:
     draws: dict[str, np.ndarray]
     divergences: int
     details: dict = field(default_factory=dict)
+    model: str = EIGHT_SCHOOLS.name
 
     def summary(self) -> dict:
         """A flat record: budget, times, min bulk ESS, ESS per wall-clock and CPU second."""
         ess, by_label = min_bulk_ess(self.draws)
         return {
+            "model": self.model,
             "method": self.method,
             "warmup_steps": self.warmup_steps,
             "num_samples": self.num_samples,
@@ -55,58 +69,77 @@ class NutsRun:
         }
 
 
-def chain_draws(mu, tau, eta) -> dict[str, np.ndarray]:
-    """One chain's draws with a chain dim; ``theta`` recomputed from ``eta`` for all alike."""
-    mu, tau, eta = (np.asarray(x, dtype=float) for x in (mu, tau, eta))
-    mu, tau = mu.reshape(1, -1), tau.reshape(1, -1)
-    eta = eta.reshape(1, mu.shape[1], -1)
-    return {"mu": mu, "tau": tau, "theta": theta_from(mu, tau, eta)}
+def vilab_label(backend: str, jit: bool) -> str:
+    if backend == "nutpie":
+        return "vilab run_nuts (nutpie)"
+    return f"vilab run_nuts, backend pyro, jit {'on' if jit else 'off'}"
 
 
-def _vilab_run(method, mc, wall_s, cpu_s, details) -> NutsRun:
+def _vilab_run(case, method, mc, wall_s, cpu_s, details) -> NutsRun:
     s = {k: v.numpy() for k, v in mc.samples.items()}
+    extra = {}
+    if "n_steps" in mc.stats:
+        extra["mean_leapfrog_steps"] = float(mc.stats["n_steps"].mean())
     return NutsRun(
         method=method,
         wall_s=wall_s,
         cpu_s=cpu_s,
         warmup_steps=mc.warmup_steps,
         num_samples=mc.num_samples,
-        draws=chain_draws(s["mu"], s["tau"], s["eta"]),
+        draws=case.draws(s),
         divergences=mc.num_divergences,
         details={
+            "backend": mc.backend,
             "dense_mass": mc.dense_mass,
             "mean_tree_depth": float(mc.stats["tree_depth"].mean()),
             "step_size": float(mc.stats["step_size"][0, 0]),
+            "elapsed_s": mc.elapsed_s,
+            **extra,
             **details,
         },
+        model=case.name,
     )
 
 
 def run_vilab_nuts(
-    warmup_steps: int, num_samples: int, *, jit: bool, seed: int = 0, method: str | None = None
+    warmup_steps: int,
+    num_samples: int,
+    *,
+    case: Case = EIGHT_SCHOOLS,
+    backend: str = "nutpie",
+    jit: bool = False,
+    seed: int = 0,
+    method: str | None = None,
 ) -> NutsRun:
-    """vilab's ``run_nuts`` with its defaults (dense mass for 10 latents), one chain."""
-    y, sigma = arrays()
+    """vilab's ``run_nuts`` with its defaults on ``backend``, one chain.
+
+    nutpie: diagonal mass adapted from draws and gradients, the potential traced by
+    the PyTorch JIT (``jit`` is the Pyro backend's switch). Pyro: dense mass up to 200
+    latents, Pyro's potential JIT-compiled when ``jit``.
+    """
+    args = case.arrays()
     clock = Stopwatch()
     mc = run_nuts(
-        noncentered,
-        y,
-        sigma,
+        case.model,
+        *args,
         num_samples=num_samples,
         warmup_steps=warmup_steps,
         num_chains=1,
         seed=seed,
         jit=jit,
+        backend=backend,
     )
     wall_s, cpu_s = clock.read()
-    label = method or f"vilab run_nuts, jit {'on' if jit else 'off'}"
-    return _vilab_run(label, mc, wall_s, cpu_s, {"jit": jit})
+    label = method or vilab_label(backend, jit)
+    return _vilab_run(case, label, mc, wall_s, cpu_s, {"jit": jit})
 
 
 def run_vilab_warm_nuts(
     warmup_steps: int,
     num_samples: int,
     *,
+    case: Case = EIGHT_SCHOOLS,
+    backend: str = "nutpie",
     jit: bool = True,
     svi_steps: int = 2000,
     seed: int = 0,
@@ -115,20 +148,20 @@ def run_vilab_warm_nuts(
 
     The wall time counts both: the SVI fit is part of what the warm start costs.
     """
-    y, sigma = arrays()
+    args = case.arrays()
     clock = Stopwatch()
-    fit = fit_svi(noncentered, "mvn", y, sigma, num_steps=svi_steps, seed=seed)
+    fit = fit_svi(case.model, "mvn", *args, num_steps=svi_steps, seed=seed)
     svi_wall_s, _ = clock.read()
     mc = run_nuts(
-        noncentered,
-        y,
-        sigma,
+        case.model,
+        *args,
         num_samples=num_samples,
         warmup_steps=warmup_steps,
         num_chains=1,
         seed=seed,
         jit=jit,
         init_from=fit,
+        backend=backend,
     )
     wall_s, cpu_s = clock.read()
     details = {
@@ -137,24 +170,26 @@ def run_vilab_warm_nuts(
         "svi_steps": fit.num_steps,
         "svi_converged": fit.converged,
     }
-    label = f"vilab SVI-mvn warm start + run_nuts, jit {'on' if jit else 'off'}"
-    return _vilab_run(label, mc, wall_s, cpu_s, details)
+    label = f"vilab SVI-mvn warm start + {vilab_label(backend, jit).removeprefix('vilab ')}"
+    return _vilab_run(case, label, mc, wall_s, cpu_s, details)
 
 
-def run_pyro_nuts(warmup_steps: int, num_samples: int, *, seed: int = 0) -> NutsRun:
+def run_pyro_nuts(
+    warmup_steps: int, num_samples: int, *, case: Case = EIGHT_SCHOOLS, seed: int = 0
+) -> NutsRun:
     """Plain Pyro: ``MCMC(NUTS(model))`` with Pyro's defaults (diagonal mass, no JIT)."""
-    y, sigma = arrays()
+    args = case.arrays()
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     clock = Stopwatch()
-    kernel = NUTS(noncentered)
+    kernel = NUTS(case.model)
     mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, disable_progbar=True)
-    mcmc.run(y, sigma)
+    mcmc.run(*args)
     samples = mcmc.get_samples()
     wall_s, cpu_s = clock.read()
     divergences = sum(len(v) for v in mcmc.diagnostics()["divergences"].values())
     with torch.no_grad():
-        draws = chain_draws(samples["mu"], samples["tau"], samples["eta"])
+        draws = case.draws({k: v.numpy() for k, v in samples.items()})
     return NutsRun(
         method="Pyro NUTS, defaults (diag mass, jit off)",
         wall_s=wall_s,
@@ -164,4 +199,27 @@ def run_pyro_nuts(warmup_steps: int, num_samples: int, *, seed: int = 0) -> Nuts
         draws=draws,
         divergences=divergences,
         details={"step_size": float(kernel.step_size)},
+        model=case.name,
     )
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    """A run that raised: its row says so (``error``) and has no numbers."""
+
+    model: str
+    method: str
+    error: str
+
+    def summary(self) -> dict:
+        nan = float("nan")
+        return {
+            "model": self.model,
+            "method": self.method,
+            "wall_s": nan,
+            "cpu_s": nan,
+            "min_ess_bulk": nan,
+            "ess_per_s": nan,
+            "ess_per_cpu_s": nan,
+            "error": self.error,
+        }

@@ -73,9 +73,12 @@ def feasible_value(site) -> torch.Tensor:
 
 
 def unconstrained_sites(model, args, kwargs):
-    """The latent sites, their feasible start values (unconstrained) and transforms."""
+    """The continuous latent sites, their feasible starts (unconstrained) and transforms.
+
+    Discrete sites are left out: the engines sum them out (enumeration).
+    """
     trace = trace_model(model, args, kwargs)
-    names = latent_sites(trace)
+    names = [n for n in latent_sites(trace) if not trace.nodes[n]["fn"].support.is_discrete]
     sites, starts, transforms = [], [], {}
     for name in names:
         site = trace.nodes[name]
@@ -96,3 +99,15 @@ def subsampled_plates(trace) -> dict[str, tuple[int, int]]:
         if site["type"] == "sample" and site_is_subsample(site)
     }
     return {name: sizes for name, sizes in plates.items() if sizes[1] < sizes[0]}
+
+
+def check_enumerable(trace) -> None:
+    """Refuse a discrete latent site that cannot be summed out, naming it."""
+    for name in latent_sites(trace):
+        fn = trace.nodes[name]["fn"]
+        if fn.support.is_discrete and not fn.has_enumerate_support:
+            raise ValueError(
+                f"latent site {name!r} is discrete with no finite support "
+                f"({type(fn).__name__}): the engines sum out only discrete sites they can "
+                "enumerate (Categorical, Bernoulli, ...); marginalise it in the model"
+            )

@@ -20,7 +20,7 @@ import xarray as xr
 
 from guides import eight_schools as eight_schools_guides
 from guides import gaussian_latent as gaussian_latent_guides
-from inference.lab.catalog import CASES, METHODS
+from inference.lab.catalog import CASES, METHODS, OPTIONAL_METHODS
 from inference.mcmc import NUTSResult, run_nuts
 from inference.svi import SVIResult, fit_svi
 from models import eight_schools, gaussian_latent
@@ -87,6 +87,11 @@ class Case:
     guide_particles: int = 1
     funnel: tuple[str, str] | None = None
     target_accept: float = 0.8
+
+    @property
+    def default_methods(self) -> tuple[str, ...]:
+        """The methods run when none are named: all but the optional cross-checks."""
+        return tuple(m for m in self.methods if m not in OPTIONAL_METHODS)
 
     @property
     def subject(self):
@@ -241,7 +246,8 @@ def run_method(
     ----------
     case : Case
     method : str
-        One of :data:`METHODS`: ``nuts``, ``svi-<autoguide>`` or ``svi-guide``.
+        One of :data:`METHODS`: ``nuts`` (nutpie), ``nuts-pyro`` (Pyro's NUTS),
+        ``svi-<autoguide>`` or ``svi-guide``.
     quick : bool
         Use the quick budget (smoke tests, previews) instead of the full one.
     seed : int
@@ -259,7 +265,7 @@ def run_method(
 
 
 def _run(case, method, budget, seed, progress_bar):
-    if method == "nuts":
+    if method in ("nuts", "nuts-pyro"):
         return run_nuts(
             case.model,
             *case.args,
@@ -270,6 +276,7 @@ def _run(case, method, budget, seed, progress_bar):
             target_accept=case.target_accept,
             jit=True,
             progress_bar=progress_bar,
+            backend="pyro" if method == "nuts-pyro" else "nutpie",
         )
     hand_written = method == "svi-guide"
     return fit_svi(

@@ -1,9 +1,12 @@
 """Smoke test of ``benchmarks/``: it imports without NumPyro and its vilab parts run small.
 
 The benchmarks are measurements, not tests: nothing here checks a speed. It checks
-that the code runs, that the package does not need NumPyro to import, and that the
-two measuring instruments it adds (the eight-schools log density behind its ELBO
-estimator, and the snapshots it reads out of ``fit_svi``) agree with vilab itself.
+that the code runs (every NUTS row of every model, the cold-process one included, at a
+tiny budget), that the package does not need NumPyro to import, that the two measuring
+instruments it adds (the eight-schools log density behind its ELBO estimator, and the
+snapshots it reads out of ``fit_svi``) agree with vilab itself, and that the
+benchmark-only models are what they claim (the mixture sums out its assignments, the
+regression is badly scaled).
 """
 
 import json
@@ -20,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # benchmarks/ is not an installed package
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import cli, measures, report, svi  # noqa: E402
+from benchmarks import cli, measures, mixture, regression, report, svi  # noqa: E402
+from benchmarks.cases import CASES, EIGHT_SCHOOLS  # noqa: E402
+from benchmarks.cold import COLD, WARM  # noqa: E402
 from benchmarks.data import arrays, noncentered  # noqa: E402
 from inference import fit_svi  # noqa: E402
 
@@ -31,6 +36,7 @@ def test_imports_without_numpyro():
         "sys.modules['numpyro'] = None\n"  # makes `import numpyro` fail
         "sys.modules['jax'] = None\n"
         "import benchmarks, benchmarks.cli, benchmarks.nuts, benchmarks.svi, benchmarks.report\n"
+        "import benchmarks.cases, benchmarks.cold, benchmarks.mixture, benchmarks.regression\n"
         "assert not benchmarks.cli.numpyro_available()\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
@@ -61,20 +67,93 @@ def test_vilab_snapshots_match_fit():
     assert abs(mu.std() - np.sqrt(cov[0, 0])) < 0.1 * np.sqrt(cov[0, 0])
 
 
+def test_min_bulk_ess_labels_every_scalar():
+    rng = np.random.default_rng(0)
+    draws = {"a": rng.normal(size=(1, 50)), "b": rng.normal(size=(1, 50, 3))}
+    low, by_label = measures.min_bulk_ess(draws)
+    assert list(by_label) == ["a", "b[0]", "b[1]", "b[2]"]
+    assert low == min(by_label.values()) > 0
+
+
+def test_mixture_sums_out_the_assignments():
+    """The enumerated Pyro model's density is the two-component mixture's, by hand."""
+    (x,) = mixture.arrays()
+    assert x.shape == (mixture.N,) and torch.equal(x, mixture.arrays()[0])  # fixed seed
+    values = {
+        "weights": torch.tensor([0.4, 0.6], dtype=torch.float64),
+        "locs": torch.tensor([-0.5, 1.5], dtype=torch.float64),
+        "scale": torch.tensor(1.2, dtype=torch.float64),
+    }
+    model = poutine.condition(mixture.mixture, values)
+    trace = poutine.trace(poutine.enum(model, first_available_dim=-2)).get_trace(x)
+    observed = trace.nodes["x"]["fn"].log_prob(x)  # (2, N): one row per component
+    prior_z = trace.nodes["z"]["fn"].log_prob(trace.nodes["z"]["value"])
+    by_enum = torch.logsumexp(observed + prior_z, dim=0).sum()
+    components = torch.distributions.Normal(values["locs"], values["scale"])
+    by_hand = torch.logsumexp(components.log_prob(x[:, None]) + values["weights"].log(), -1)
+    torch.testing.assert_close(by_enum, by_hand.sum())
+
+
+def test_regression_is_badly_scaled():
+    x, y = regression.arrays()
+    assert x.shape == (regression.N, regression.P) and y.shape == (regression.N,)
+    scales = x.std(0)
+    assert scales.max() / scales.min() > 1e3
+    corr = np.corrcoef(x.numpy(), rowvar=False)
+    assert corr[np.triu_indices(regression.P, 1)].min() > 0.8
+
+
 def test_vilab_parts_run_and_report(tmp_path):
     pyro.clear_param_store()
     nuts_runs, svi_runs = cli.run_vilab(cli.TINY, seed=0, log=lambda message: None)
     nuts = report.nuts_table([run.summary() for run in nuts_runs])
     fits = report.svi_table(svi.summarise(svi_runs))
-    assert len(nuts) == 4 and len(fits) == 3
+    assert "error" not in nuts.columns, nuts.get("error")
+    assert len(nuts) == 9 and len(fits) == 3
+    assert set(nuts["model"]) == set(CASES)
     assert (nuts["min_ess_bulk"] > 0).all() and (nuts["wall_s"] > 0).all()
     assert (fits["num_steps"] <= cli.TINY.svi_steps).all()
+    cold = nuts[nuts["method"].isin([COLD, WARM])]
+    assert len(cold) == 2 and (cold["import_s"] > 0).all()
     verdict = report.goals(nuts, fits)
     assert verdict["nuts_goal_met"] is None and verdict["svi_goal_met"] is None
-    text = report.render(nuts, fits, verdict)
-    assert "vilab run_nuts, jit on" in text and "not measured" in text
+    ess_over = {case.name: case.ess_over for case in CASES.values()}
+    text = report.render(nuts, fits, verdict, ess_over)
+    assert "vilab run_nuts, backend pyro, jit on" in text and "not measured" in text
+    assert all(f"NUTS on {name}" in text for name in CASES)
     out = tmp_path / "results.json"
     report.write_json(out, {"machine": "test"}, {"mode": "tiny"}, nuts, fits, verdict)
     saved = json.loads(out.read_text())
     assert set(saved) == {"machine", "settings", "nuts", "svi", "goals"}
-    assert len(saved["nuts"]) == 4
+    assert len(saved["nuts"]) == 9
+
+
+def test_ratios_are_per_model():
+    records = [
+        {"model": "m", "method": "vilab x", "ess_per_s": 2.0, "ess_per_cpu_s": 2.0},
+        {
+            "model": "m",
+            "method": f"NumPyro NUTS, a, {report.NUMPYRO_COMPILED}",
+            "ess_per_s": 4.0,
+            "ess_per_cpu_s": 4.0,
+        },
+        {"model": "n", "method": "vilab x", "ess_per_s": 3.0, "ess_per_cpu_s": 3.0},
+        {
+            "model": "n",
+            "method": f"NumPyro NUTS, b, {report.NUMPYRO_COMPILED}",
+            "ess_per_s": 1.0,
+            "ess_per_cpu_s": 1.0,
+        },
+    ]
+    frame = report.nuts_table(records)
+    assert frame["ess_per_s_vs_numpyro"].tolist() == [0.5, 1.0, 3.0, 1.0]
+
+
+def test_a_failing_run_becomes_a_row():
+    def broken():
+        raise RuntimeError("no luck\nmore")
+
+    runs = cli._run_nuts_all([(EIGHT_SCHOOLS, "broken", broken)], log=lambda message: None)
+    frame = report.nuts_table([run.summary() for run in runs])
+    assert frame["error"].tolist() == ["RuntimeError: no luck"]
+    assert "no luck" in report.markdown(frame, report.NUTS_COLUMNS)

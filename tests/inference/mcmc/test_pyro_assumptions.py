@@ -1,6 +1,6 @@
 """The Pyro internals the recording NUTS kernel stands on, checked loudly.
 
-``RecordingNUTS`` (inference/mcmc/nuts.py) reads tree depth and acceptance from Pyro's
+``RecordingNUTS`` (inference/mcmc/pyro_sampler.py) reads tree depth and acceptance from Pyro's
 private ``_build_tree`` and ``_potential_energy_last``, and seeds the mass matrix through
 ``_initialize_adapter``. pyproject pins pyro-ppl to the minor version these were read
 from; if a release moves them, this test names what moved instead of the sampler
