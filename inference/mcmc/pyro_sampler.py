@@ -15,7 +15,7 @@ from pyro.distributions.transforms import biject_to
 from pyro.infer import MCMC, NUTS
 
 from inference.isolation import Room, isolated
-from inference.sites import feasible_value
+from inference.sites import zero_point
 
 STATS = ("diverging", "energy", "lp", "step_size", "tree_depth", "acceptance_rate")
 
@@ -96,7 +96,8 @@ def _init_strategy(init_unconstrained, jitter, generator):
         transform = biject_to(site["fn"].support)
         if init_unconstrained is not None and site["name"] in init_unconstrained:
             return transform(init_unconstrained[site["name"]])
-        u = transform.inv(feasible_value(site))
+        # The middle of the unconstrained support, as the nutpie backend (see nuts.py).
+        u = transform.inv(zero_point(site["fn"]))
         noise = torch.rand(u.shape, generator=generator, dtype=u.dtype) * 2 - 1
         return transform(u + jitter * noise)
 

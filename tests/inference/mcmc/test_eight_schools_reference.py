@@ -56,11 +56,12 @@ def test_noncentered_nuts_is_healthy(noncentered):
 
 
 def test_centered_funnel_divergences_are_counted(data):
-    # The centered funnel (theta's scale tau near 0) makes NUTS diverge. At the default
-    # target acceptance a 150-draw chain diverges only sometimes (0-33 times across
-    # seeds); at 0.5 the adapted step is larger and every seed tried (0-3) diverged
-    # 9-68 times, so the count is checked on a short run that really has some.
-    options = dict(num_samples=150, warmup_steps=150, num_chains=1, target_accept=0.5)
+    # The centered funnel (theta's scale tau near 0) makes NUTS diverge. nutpie diverges
+    # less than Pyro's NUTS did: at the case's settings (4 x 1000 draws, target 0.8) 3-7
+    # times (seeds 0-2, R-hat of tau up to 1.05); a 150-draw chain at 0.5 only 1-4 times.
+    # At 0.3 the adapted step is larger and every seed tried (0-5) diverged 1-28 times, so
+    # the count is checked on a short run that really has some.
+    options = dict(num_samples=150, warmup_steps=150, num_chains=1, target_accept=0.3)
     mc = run_nuts(es.centered, *data, **options, jit=True)
     flags = mc.stats["diverging"]
     assert mc.num_divergences == int(flags.sum()) > 0
