@@ -1,7 +1,8 @@
 """``python -m benchmarks``: NUTS and SVI, vilab against Pyro and NumPyro.
 
 NUTS on non-centered eight schools, an enumerated Gaussian mixture and a badly scaled
-regression (:mod:`benchmarks.cases`); SVI on eight schools. Full budgets by default
+regression (:mod:`benchmarks.cases`), and a workload of four regressions
+(:mod:`benchmarks.workload`); SVI on eight schools. Full budgets by default
 (about 15 minutes on two cores); ``--quick`` for a check that the code runs (a few
 minutes). Prints the tables and writes ``results.json``.
 """
@@ -115,7 +116,10 @@ def warm_up(with_numpyro: bool, seed: int = 0) -> float:
     start = time.perf_counter()
     b = TINY
     svi.run_vilab_svi(b.vilab_svi_steps, seed=seed)
-    nuts.run_vilab_nuts(b.warmup_steps, b.num_samples, seed=seed)
+    # Compiled, so that Inductor's on-disk cache holds the eight-schools graph (it does
+    # not depend on the budget) as after any earlier run of the model: the cold-process
+    # row measures a new process, the empty-cache row a new machine.
+    nuts.run_vilab_nuts(b.warmup_steps, b.num_samples, seed=seed, compile=True)
     nuts.run_vilab_nuts(b.warmup_steps, b.num_samples, backend="pyro", jit=True, seed=seed)
     if with_numpyro:
         from benchmarks import numpyro_eight_schools as npy
@@ -131,20 +135,30 @@ def warm_up(with_numpyro: bool, seed: int = 0) -> float:
 def run_vilab(budget: Budget, seed: int, log=_log, threads: int = 1) -> tuple[list, list]:
     """The vilab and plain-Pyro runs (no NumPyro): NUTS runs, SVI runs.
 
-    vilab's nutpie backend on eight schools runs in a fresh process
-    (:mod:`benchmarks.cold`): its first call there (cold) and its second (warm).
+    vilab's nutpie backend on eight schools runs in fresh processes
+    (:mod:`benchmarks.cold`): its first call there (cold) and its second (warm), with the
+    potential compiled (also once with an empty Inductor cache) and traced.
     """
     from benchmarks import cold, nuts, svi
     from benchmarks.cases import EIGHT_SCHOOLS, MIXTURE, REGRESSION
 
     b, w, n = budget, budget.warmup_steps, budget.num_samples
-    nutpie, pyro_jit = nuts.vilab_label("nutpie", False), nuts.vilab_label("pyro", True)
+    pyro_jit = nuts.vilab_label("pyro", True)
     nuts_runs = [
         (
             EIGHT_SCHOOLS,
-            "vilab run_nuts (nutpie), cold and warm",
-            lambda: cold.run_cold_and_warm(w, n, seed=seed, threads=threads),
-        ),
+            f"vilab run_nuts (nutpie, {how}), cold and warm",
+            lambda compile=compile, empty=empty: cold.run_cold_and_warm(
+                w, n, seed=seed, threads=threads, compile=compile, empty_cache=empty
+            ),
+        )
+        for how, compile, empty in (
+            ("compiled, empty cache", True, True),
+            ("compiled", True, False),
+            ("traced", False, False),
+        )
+    ]
+    nuts_runs += [
         (
             EIGHT_SCHOOLS,
             pyro_jit,
@@ -161,7 +175,16 @@ def run_vilab(budget: Budget, seed: int, log=_log, threads: int = 1) -> tuple[li
     ]
     for case in (MIXTURE, REGRESSION):
         nuts_runs += [
-            (case, nutpie, lambda case=case: nuts.run_vilab_nuts(w, n, case=case, seed=seed)),
+            (
+                case,
+                nuts.vilab_label("nutpie", False, compile),
+                lambda case=case, compile=compile: nuts.run_vilab_nuts(
+                    w, n, case=case, seed=seed, compile=compile
+                ),
+            )
+            for compile in (True, False)
+        ]
+        nuts_runs += [
             (
                 case,
                 pyro_jit,
@@ -277,16 +300,22 @@ def main(argv=None) -> int:
     _log("measuring")
     start = time.perf_counter()
     nuts, svi = run_vilab(budget, args.seed, threads=args.threads)
+    from benchmarks.workload import run_workload
+
+    workload = run_workload(
+        args.seed, num_samples=budget.num_samples, warmup_steps=budget.warmup_steps
+    )
+    _log(f"  four-regression workload: {workload['total_s']:.1f} s")
     if with_numpyro:
         more_nuts, more_svi = run_numpyro(budget, args.seed)
         nuts, svi = nuts + more_nuts, svi + more_svi
     nuts_frame = report.nuts_table([run.summary() for run in nuts])
     svi_frame = report.svi_table(summarise(svi))
-    verdict = report.goals(nuts_frame, svi_frame)
+    verdict = report.goals(nuts_frame, svi_frame, workload["total_s"])
     if args.quick:
         print("--quick: budgets too small for these numbers to mean anything; see README.md\n")
     ess_over = {case.name: case.ess_over for case in CASES.values()}
-    print(report.render(nuts_frame, svi_frame, verdict, ess_over))
+    print(report.render(nuts_frame, svi_frame, verdict, ess_over, workload))
     settings = {
         "mode": "quick" if args.quick else "full",
         "budget": asdict(budget),
@@ -298,6 +327,6 @@ def main(argv=None) -> int:
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
     out = args.out or HERE / ("results-quick.json" if args.quick else "results.json")
-    report.write_json(out, machine, settings, nuts_frame, svi_frame, verdict)
+    report.write_json(out, machine, settings, nuts_frame, svi_frame, verdict, workload)
     _log(f"wrote {out}")
     return 0

@@ -69,9 +69,10 @@ class NutsRun:
         }
 
 
-def vilab_label(backend: str, jit: bool) -> str:
+def vilab_label(backend: str, jit: bool, compile: bool | None = None) -> str:
     if backend == "nutpie":
-        return "vilab run_nuts (nutpie)"
+        how = {None: "", True: ", compiled", False: ", traced"}[compile]
+        return f"vilab run_nuts (nutpie{how})"
     return f"vilab run_nuts, backend pyro, jit {'on' if jit else 'off'}"
 
 
@@ -90,6 +91,7 @@ def _vilab_run(case, method, mc, wall_s, cpu_s, details) -> NutsRun:
         divergences=mc.num_divergences,
         details={
             "backend": mc.backend,
+            "potential": mc.potential,
             "dense_mass": mc.dense_mass,
             "mean_tree_depth": float(mc.stats["tree_depth"].mean()),
             "step_size": float(mc.stats["step_size"][0, 0]),
@@ -110,12 +112,14 @@ def run_vilab_nuts(
     jit: bool = False,
     seed: int = 0,
     method: str | None = None,
+    compile: bool | None = None,
 ) -> NutsRun:
     """vilab's ``run_nuts`` with its defaults on ``backend``, one chain.
 
-    nutpie: diagonal mass adapted from draws and gradients, the potential traced by
-    the PyTorch JIT (``jit`` is the Pyro backend's switch). Pyro: dense mass up to 200
-    latents, Pyro's potential JIT-compiled when ``jit``.
+    nutpie: low-rank metric adapted from draws and gradients, the potential captured as
+    one graph and compiled by Inductor (``compile=True``, the default for these budgets)
+    or run by TorchScript (``False``); ``jit`` is the Pyro backend's switch. Pyro: dense
+    mass up to 200 latents, Pyro's potential JIT-compiled when ``jit``.
     """
     args = case.arrays()
     clock = Stopwatch()
@@ -128,9 +132,10 @@ def run_vilab_nuts(
         seed=seed,
         jit=jit,
         backend=backend,
+        compile=compile if backend == "nutpie" else None,
     )
     wall_s, cpu_s = clock.read()
-    label = method or vilab_label(backend, jit)
+    label = method or vilab_label(backend, jit, compile)
     return _vilab_run(case, label, mc, wall_s, cpu_s, {"jit": jit})
 
 

@@ -140,8 +140,9 @@ CENTERED_QUICK = Budget(
 def _eight_schools_case(centered: bool) -> Case:
     data = eight_schools.load_data()
     name = "eight-schools-centered" if centered else "eight-schools"
-    # Non-centered: NUTS at 0.9 as posteriordb's reference run (0.95): at 0.8 a few of
-    # 4000 draws diverge (3 in the demo run), at 0.9 none, for the same cost. Centered:
+    # Non-centered: NUTS at 0.95 as posteriordb's reference run: at 0.9 nutpie on the
+    # compiled potential diverged once in 4000 draws for 2 of seeds 0-5, at 0.95 never
+    # (2026-12-03; ~11.5 instead of ~7.3 gradients a draw, 0.3 s more on 4 chains). Centered:
     # the funnel's divergences are the point, and a shorter quick run (~40 leapfrog
     # steps a draw).
     return Case(
@@ -158,7 +159,7 @@ def _eight_schools_case(centered: bool) -> Case:
         log_evidence=None,
         budgets={"full": FULL, "quick": CENTERED_QUICK if centered else QUICK},
         funnel=("tau", "theta"),
-        target_accept=0.8 if centered else 0.9,
+        target_accept=0.8 if centered else 0.95,
     )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyro
+import pytest
 import torch
 from pyro import poutine
 
@@ -23,9 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # benchmarks/ is not an installed package
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import cli, measures, mixture, regression, report, svi  # noqa: E402
+from benchmarks import cli, cold, measures, mixture, regression, report, svi, workload  # noqa: E402
 from benchmarks.cases import CASES, EIGHT_SCHOOLS  # noqa: E402
-from benchmarks.cold import COLD, WARM  # noqa: E402
 from benchmarks.data import arrays, noncentered  # noqa: E402
 from inference import fit_svi  # noqa: E402
 
@@ -37,6 +37,7 @@ def test_imports_without_numpyro():
         "sys.modules['jax'] = None\n"
         "import benchmarks, benchmarks.cli, benchmarks.nuts, benchmarks.svi, benchmarks.report\n"
         "import benchmarks.cases, benchmarks.cold, benchmarks.mixture, benchmarks.regression\n"
+        "import benchmarks.workload\n"
         "assert not benchmarks.cli.numpyro_available()\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
@@ -109,23 +110,48 @@ def test_vilab_parts_run_and_report(tmp_path):
     nuts = report.nuts_table([run.summary() for run in nuts_runs])
     fits = report.svi_table(svi.summarise(svi_runs))
     assert "error" not in nuts.columns, nuts.get("error")
-    assert len(nuts) == 9 and len(fits) == 3
+    # Eight schools: compiled with an empty cache (cold), compiled and traced (cold and
+    # warm), the Pyro backend, the warm start, plain Pyro; the mixture and the regression:
+    # compiled, traced, the Pyro backend.
+    assert len(nuts) == 14 and len(fits) == 3
     assert set(nuts["model"]) == set(CASES)
     assert (nuts["min_ess_bulk"] > 0).all() and (nuts["wall_s"] > 0).all()
     assert (fits["num_steps"] <= cli.TINY.svi_steps).all()
-    cold = nuts[nuts["method"].isin([COLD, WARM])]
-    assert len(cold) == 2 and (cold["import_s"] > 0).all()
-    verdict = report.goals(nuts, fits)
+    fresh = [*cold.labels(True, empty_cache=True)[:1], *cold.labels(True), *cold.labels(False)]
+    processes = nuts[nuts["method"].isin(fresh)]
+    assert len(processes) == 5 and (processes["import_s"] > 0).all()
+    potentials = nuts.set_index("method")["potential"]
+    assert potentials[cold.labels(True, empty_cache=True)[0]] == "compiled"
+    assert potentials[cold.labels(False)[0]] == "traced"
+    runs = workload.run_workload(num_samples=5, warmup_steps=5, num_chains=1)
+    assert [r["regression"] for r in runs["runs"]] == ["kidiq", "earnings", "mesquite", "wells"]
+    assert runs["total_s"] == pytest.approx(sum(r["wall_s"] for r in runs["runs"]))
+    verdict = report.goals(nuts, fits, runs["total_s"])
     assert verdict["nuts_goal_met"] is None and verdict["svi_goal_met"] is None
+    assert [g["met"] is None for g in verdict["nuts_goals"]] == [True] * 4 + [False]
     ess_over = {case.name: case.ess_over for case in CASES.values()}
-    text = report.render(nuts, fits, verdict, ess_over)
+    text = report.render(nuts, fits, verdict, ess_over, runs)
     assert "vilab run_nuts, backend pyro, jit on" in text and "not measured" in text
-    assert all(f"NUTS on {name}" in text for name in CASES)
+    assert all(f"NUTS on {name}" in text for name in CASES) and "all four" in text
     out = tmp_path / "results.json"
-    report.write_json(out, {"machine": "test"}, {"mode": "tiny"}, nuts, fits, verdict)
+    report.write_json(out, {"machine": "test"}, {"mode": "tiny"}, nuts, fits, verdict, runs)
     saved = json.loads(out.read_text())
-    assert set(saved) == {"machine", "settings", "nuts", "svi", "goals"}
-    assert len(saved["nuts"]) == 9
+    assert set(saved) == {"machine", "settings", "nuts", "svi", "workload", "goals"}
+    assert len(saved["nuts"]) == 14
+
+
+def test_workload_regressions_are_fixed_and_shaped_as_described():
+    first, second = workload.datasets(), workload.datasets()
+    shapes = {name: tuple(x.shape) for name, (_, x, _) in first.items()}
+    assert shapes == {
+        "kidiq": (434, 2),
+        "earnings": (1059, 1),
+        "mesquite": (46, 6),
+        "wells": (3020, 2),
+    }
+    for name, (_, x, y) in first.items():
+        assert torch.equal(x, second[name][1]) and torch.equal(y, second[name][2])
+    assert set(first["wells"][2].unique().tolist()) == {0.0, 1.0}
 
 
 def test_ratios_are_per_model():

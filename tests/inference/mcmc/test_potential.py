@@ -22,13 +22,19 @@ def _points(dim, n=5, seed=0):
     return np.random.default_rng(seed).uniform(-2, 2, size=(n, dim))
 
 
-def test_traced_potential_is_pyros_potential_with_its_gradient():
+GRAPH_RUNNERS = ["compiled", "traced"]
+
+
+@pytest.mark.parametrize("runner", GRAPH_RUNNERS)
+def test_graph_potential_is_pyros_potential_with_its_gradient(runner):
     d = es.load_data()
     args = (torch.as_tensor(d["y"]), torch.as_tensor(d["sigma"]))
     with isolated(ROOM):
-        potential = flat_potential(es.noncentered, args, {}, nesting=1, device=torch.device("cpu"))
+        potential = flat_potential(
+            es.noncentered, args, {}, nesting=1, device=torch.device("cpu"), runner=runner
+        )
         _, pyro_potential, _, _ = initialize_model(es.noncentered, args, {}, max_plate_nesting=1)
-        assert potential.traced and potential.names == ["eta", "mu", "tau"]
+        assert potential.runner == runner and potential.names == ["eta", "mu", "tau"]
         for x in _points(potential.dim):
             value, grad = potential.logp_and_grad(x)
             z = torch.tensor(x, requires_grad=True)
@@ -68,10 +74,14 @@ def _mixture_log_density(flat, x):
     return prior + log_jac + torch.logsumexp(per_point, -1).sum()
 
 
-def test_enumerated_mixture_potential_is_the_marginal_likelihood_in_closed_form():
+@pytest.mark.parametrize("runner", [*GRAPH_RUNNERS, "eager"])
+def test_enumerated_mixture_potential_is_the_marginal_likelihood_in_closed_form(runner):
     x = torch.cat([torch.randn(30, generator=torch.Generator().manual_seed(1)) - 2, torch.ones(20)])
     with isolated(ROOM):
-        potential = flat_potential(mixture, (x,), {}, nesting=1, device=torch.device("cpu"))
+        potential = flat_potential(
+            mixture, (x,), {}, nesting=1, device=torch.device("cpu"), runner=runner
+        )
+        assert potential.runner == runner
         assert potential.names == ["locs", "scale", "weights"] and potential.dim == 4
         for point in _points(4):
             value, grad = potential.logp_and_grad(point)
@@ -87,7 +97,8 @@ def test_enumerated_mixture_potential_is_the_marginal_likelihood_in_closed_form(
     assert values["scale"].shape == (2, 3) and (values["scale"] > 0).all()
 
 
-def test_whitened_potential_is_the_same_density_in_new_coordinates():
+@pytest.mark.parametrize("runner", GRAPH_RUNNERS)
+def test_whitened_potential_is_the_same_density_in_new_coordinates(runner):
     d = es.load_data()
     args = (torch.as_tensor(d["y"]), torch.as_tensor(d["sigma"]))
     mean = torch.linspace(-1, 1, 10, dtype=torch.float64)
@@ -97,8 +108,9 @@ def test_whitened_potential_is_the_same_density_in_new_coordinates():
     with isolated(ROOM):
         plain = flat_potential(es.noncentered, args, {}, nesting=1, device=device)
         white = flat_potential(
-            es.noncentered, args, {}, nesting=1, device=device, gaussian=(mean, cov)
+            es.noncentered, args, {}, nesting=1, device=device, gaussian=(mean, cov), runner=runner
         )
+        assert white.runner == runner
         scale_tril = torch.linalg.cholesky(cov)
         for u in _points(10):
             z = (mean + scale_tril @ torch.as_tensor(u)).numpy()
@@ -146,7 +158,8 @@ def test_a_discrete_site_without_finite_support_is_refused_by_name():
         run_nuts(poisson_latent, torch.tensor(2.0), num_samples=5, warmup_steps=5)
 
 
-def test_a_failure_of_the_models_arithmetic_is_a_point_outside_the_support():
+@pytest.mark.parametrize("runner", GRAPH_RUNNERS)
+def test_a_failure_of_the_models_arithmetic_is_a_point_outside_the_support(runner):
     # [[1, z], [z, 1]] is a covariance only for |z| < 1: elsewhere the Cholesky factor
     # fails, which the sampler must see as log density -inf (a divergence), not a crash.
     def correlated(x):
@@ -157,9 +170,66 @@ def test_a_failure_of_the_models_arithmetic_is_a_point_outside_the_support():
 
     x = torch.tensor([0.5, 0.4])
     with isolated(ROOM):
-        potential = flat_potential(correlated, (x,), {}, nesting=0, device=torch.device("cpu"))
+        potential = flat_potential(
+            correlated, (x,), {}, nesting=0, device=torch.device("cpu"), runner=runner
+        )
+        assert potential.runner == runner
         inside, _ = potential.logp_and_grad(np.array([0.0]))
         outside, grad = potential.logp_and_grad(np.array([2.0]))  # z = 2
     assert np.isfinite(inside)
     assert outside == -np.inf and (grad == 0).all()
     assert potential.errors and "Error" in potential.errors[0]
+
+
+def test_the_default_runs_the_potential_compiled_for_long_runs_and_traced_for_short_ones():
+    # The rule is the number of transitions (COMPILE_MIN_TRANSITIONS = 2000), not timing,
+    # so the same call always runs the same code and gives the same draws.
+    x = torch.tensor([0.3, -0.1, 0.4])
+
+    def normal(x):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    short = run_nuts(normal, x, num_samples=100, warmup_steps=100, num_chains=2)
+    long = run_nuts(normal, x, num_samples=600, warmup_steps=400, num_chains=2)
+    forced = run_nuts(normal, x, num_samples=100, warmup_steps=100, num_chains=2, compile=True)
+    assert (short.potential, long.potential, forced.potential) == ("traced", "compiled", "compiled")
+    assert long.to_datatree().posterior.attrs["potential"] == "compiled"
+    # Same seed, same draws, on the compiled potential too.
+    again = run_nuts(normal, x, num_samples=100, warmup_steps=100, num_chains=2, compile=True)
+    assert torch.equal(forced.samples["z"], again.samples["z"])
+    with pytest.raises(ValueError, match="compile must be True, False or None"):
+        run_nuts(normal, x, num_samples=5, warmup_steps=5, compile="yes")
+
+
+def test_a_model_that_fails_to_compile_runs_traced_and_says_so_when_compile_was_asked(
+    monkeypatch,
+):
+    from inference.mcmc import graph
+
+    real = graph.runner
+
+    def broken(graph_module, kind, dim, device):
+        if kind == "compiled":
+            raise RuntimeError("no C++ compiler")
+        return real(graph_module, kind, dim, device)
+
+    monkeypatch.setattr(graph, "runner", broken)
+    with pytest.warns(
+        UserWarning, match="compile=True was asked for, but the potential runs traced"
+    ):
+        mc = run_nuts(
+            branchy_free,
+            torch.tensor(0.3),
+            num_samples=50,
+            warmup_steps=50,
+            num_chains=1,
+            compile=True,
+        )
+    assert mc.potential == "traced"
+
+
+def branchy_free(x):
+    z = pyro.sample("z", dist.Normal(0.0, 1.0))
+    pyro.sample("x", dist.Normal(z, 1.0), obs=x)
