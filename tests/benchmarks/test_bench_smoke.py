@@ -24,7 +24,17 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # benchmarks/ is not an installed package
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import cli, cold, measures, mixture, regression, report, svi, workload  # noqa: E402
+from benchmarks import (  # noqa: E402
+    cli,
+    cold,
+    measures,
+    mixture,
+    mixture_seeds,
+    regression,
+    report,
+    svi,
+    workload,
+)
 from benchmarks.cases import CASES, EIGHT_SCHOOLS  # noqa: E402
 from benchmarks.data import arrays, noncentered  # noqa: E402
 from inference import fit_svi  # noqa: E402
@@ -37,7 +47,7 @@ def test_imports_without_numpyro():
         "sys.modules['jax'] = None\n"
         "import benchmarks, benchmarks.cli, benchmarks.nuts, benchmarks.svi, benchmarks.report\n"
         "import benchmarks.cases, benchmarks.cold, benchmarks.mixture, benchmarks.regression\n"
-        "import benchmarks.workload\n"
+        "import benchmarks.workload, benchmarks.mixture_seeds\n"
         "assert not benchmarks.cli.numpyro_available()\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
@@ -126,17 +136,29 @@ def test_vilab_parts_run_and_report(tmp_path):
     runs = workload.run_workload(num_samples=5, warmup_steps=5, num_chains=1)
     assert [r["regression"] for r in runs["runs"]] == ["kidiq", "earnings", "mesquite", "wells"]
     assert runs["total_s"] == pytest.approx(sum(r["wall_s"] for r in runs["runs"]))
-    verdict = report.goals(nuts, fits, runs["total_s"])
+    seeds = mixture_seeds.run_seeds(5, 5, with_numpyro=False, seeds=(0, 1))
+    assert [r["seed"] for r in seeds["runs"]] == [0, 1] and np.isnan(seeds["vilab_vs_numpyro"])
+    verdict = report.goals(nuts, fits, runs["total_s"], seeds)
     assert verdict["nuts_goal_met"] is None and verdict["svi_goal_met"] is None
     assert [g["met"] is None for g in verdict["nuts_goals"]] == [True] * 4 + [False]
     ess_over = {case.name: case.ess_over for case in CASES.values()}
-    text = report.render(nuts, fits, verdict, ess_over, runs)
+    text = report.render(nuts, fits, verdict, ess_over, runs, seeds)
+    assert "stayed in the merged mode" in text
     assert "vilab run_nuts, backend pyro, jit on" in text and "not measured" in text
     assert all(f"NUTS on {name}" in text for name in CASES) and "all four" in text
     out = tmp_path / "results.json"
-    report.write_json(out, {"machine": "test"}, {"mode": "tiny"}, nuts, fits, verdict, runs)
+    extra = {"workload": runs, "mixture_seeds": seeds}
+    report.write_json(out, {"machine": "test"}, {"mode": "tiny"}, nuts, fits, verdict, extra)
     saved = json.loads(out.read_text())
-    assert set(saved) == {"machine", "settings", "nuts", "svi", "workload", "goals"}
+    assert set(saved) == {
+        "machine",
+        "settings",
+        "nuts",
+        "svi",
+        "workload",
+        "mixture_seeds",
+        "goals",
+    }
     assert len(saved["nuts"]) == 14
 
 
