@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import xarray as xr
+from tqdm.auto import tqdm
 
 from inference.isolation import Room, check_seed, isolated, prepare, resolve_device
 from inference.mcmc import nutpie_sampler, pyro_sampler
@@ -295,16 +296,25 @@ def run_nuts(
 
 def _run_nutpie(model, args, kwargs, room, nesting, gaussian, low_rank, compile, **opts):
     """nutpie on the model's flat potential: constrained draws and statistics."""
+    # The first compilation on a machine takes ~15 s: a progress bar says what it waits for.
+    status = tqdm(
+        total=1,
+        desc=f"NUTS: {'compiling' if compile else 'tracing'} the model's potential",
+        bar_format="{desc} ({elapsed})",
+        disable=not opts["progress_bar"],
+    )
     with isolated(room):
-        potential = flat_potential(
-            model,
-            args,
-            kwargs,
-            nesting=nesting,
-            device=room.device,
-            runner="compiled" if compile else "traced",
-            gaussian=None if gaussian is None else gaussian[:2],
-        )
+        with status:
+            potential = flat_potential(
+                model,
+                args,
+                kwargs,
+                nesting=nesting,
+                device=room.device,
+                runner="compiled" if compile else "traced",
+                gaussian=None if gaussian is None else gaussian[:2],
+            )
+            status.update()
         if not potential.traced:
             warnings.warn(
                 f"the model's potential runs eagerly, one chain at a time: {potential.why}",
