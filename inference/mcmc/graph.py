@@ -19,13 +19,18 @@ The graph then runs in one of two ways (:func:`runner`):
 
 Measured here (2026-12-03, 2 cores, float64, one thread), value and gradient per call:
 
-=======================  =====  ======  ========  ========  =========================
-model                    eager  traced  compiled  capture   compile (cache warm/cold)
-=======================  =====  ======  ========  ========  =========================
-eight schools (10 dims)  1.2 ms 0.15 ms 0.012 ms  0.8-1.2 s 1.0 s / 16 s
-regression (7 dims)      —      0.17 ms 0.018 ms  0.9 s     0.8 s
-enumerated mixture N=1e3 —      0.54 ms 0.17 ms   1.3 s     2.3 s
-=======================  =====  ======  ========  ========  =========================
+=========================  =======  =======  ========
+model                      eager    traced   compiled
+=========================  =======  =======  ========
+eight schools (10 dims)    1.2 ms   0.15 ms  0.012 ms
+regression (7 dims)        --       0.17 ms  0.018 ms
+enumerated mixture N=1000  --       0.54 ms  0.17 ms
+=========================  =======  =======  ========
+
+Capturing takes ~0.2 s (~2 s the first time in a process: torch's imports). Compiling
+takes 0.04 s when Inductor's on-disk cache holds the graph (~3 s the first time in a
+process: Inductor's imports and set-up), 1-2.5 s when it does not, and ~15 s more the
+first time on a machine.
 
 (before this module the nutpie backend ran the eager density traced by TorchScript with
 autograd's backward: 0.58 ms on eight schools).
