@@ -45,6 +45,13 @@ from inference.sites import check_enumerable, max_plate_nesting, trace_model, un
 from inference.validation import check_positive_int, check_probability
 
 DENSE_MASS_MAX_DIM = 200
+# warmup_steps defaults to 1000 (DESIGN.md's contract). nutpie adapts faster than that:
+# measured (2026-12-03, 4 chains x 1000 draws, seeds 0-2, compiled potential), 200, 500
+# and 1000 warmup steps gave the same min bulk ESS (eight schools at target 0.95:
+# 1868-2560, 1852-2201, 1979-2224; the badly scaled regression: 3618-4016, 3645-3930,
+# 3330-3797), the same R-hat (<= 1.005) and no divergences, at ~5% more gradients a draw
+# after 200 steps; the mixture's seed-0 chain stayed in its merged mode at every length.
+# A user in a hurry can pass warmup_steps=200; the default stays where it is safe.
 # The nutpie backend compiles the potential when the chains make at least this many
 # transitions in all; below, the traced graph (ready at once) finishes first. Measured
 # (2026-12-03, eight schools, one chain, ~6.5 gradients a transition): a gradient costs
