@@ -52,6 +52,7 @@ DENSE_MASS_MAX_DIM = 200
 # 3330-3797), the same R-hat (<= 1.005) and no divergences, at ~5% more gradients a draw
 # after 200 steps; the mixture's seed-0 chain stayed in its merged mode at every length.
 # A user in a hurry can pass warmup_steps=200; the default stays where it is safe.
+
 # The nutpie backend compiles the potential when the chains make at least this many
 # transitions in all; below, the traced graph (ready at once) finishes first. Measured
 # (2026-12-03, eight schools, one chain, ~6.5 gradients a transition): a gradient costs

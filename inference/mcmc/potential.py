@@ -48,6 +48,8 @@ class FlatPotential:
     density: the eager ``log p`` of a sampler vector (Pyro's handlers on every call;
     one thread at a time). runner: how :meth:`logp_and_grad` runs, ``"compiled"``,
     ``"traced"`` or ``"eager"``. why: why it runs slower than asked, when it does.
+    asked_eager: whether a non-finite graph value has been explained by the eager
+    density yet (it is asked once).
     """
 
     names: list[str]
@@ -61,6 +63,7 @@ class FlatPotential:
     shift: torch.Tensor | None = None
     scale_tril: torch.Tensor | None = None
     errors: list[str] = field(default_factory=list)
+    asked_eager: bool = False
 
     @property
     def dim(self) -> int:
@@ -134,7 +137,8 @@ class FlatPotential:
         try:
             grad, value = run(flat)
             value = float(value)
-            if not np.isfinite(value) and not self.errors and run is not self.eager_value_and_grad:
+            if not np.isfinite(value) and self.value_and_grad is not None and not self.asked_eager:
+                self.asked_eager = True  # once: it costs an eager call on the hot path
                 self.eager_value_and_grad(flat)
         except (RuntimeError, ValueError) as err:
             if not self.errors:
