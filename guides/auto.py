@@ -21,10 +21,12 @@ basis is the identity and ``c`` a feasible point (the prior median).
 import pyro
 import torch
 from pyro import distributions as dist
+from pyro import poutine
 from pyro.distributions import constraints
 from pyro.distributions.transforms import AffineTransform, affine_autoregressive, biject_to
 from pyro.infer import autoguide as pyro_autoguide
 from pyro.nn import PyroParam
+from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 AUTOGUIDES = ("normal", "mvn", "lowrank", "delta", "iaf")
@@ -175,10 +177,24 @@ def init_to_median_or_zero(site):
         return transform(torch.zeros(transform.inverse_shape(fn.batch_shape + fn.event_shape)))
 
 
+def _is_discrete_latent(msg) -> bool:
+    return (
+        msg["type"] == "sample"
+        and not msg["is_observed"]
+        and not site_is_subsample(msg)
+        and msg["fn"].support.is_discrete
+    )
+
+
 def autoguide(name: str, model, laplace=None):
-    """Build the autoguide ``name`` (one of :data:`AUTOGUIDES`) around ``model``."""
+    """Build the autoguide ``name`` (one of :data:`AUTOGUIDES`) around ``model``.
+
+    The guide covers the continuous latent sites only: discrete ones are hidden from
+    it, left to the ELBO to sum out (``TraceEnum_ELBO``).
+    """
     if name not in AUTOGUIDES:
         raise ValueError(f"unknown guide {name!r}; choose one of: {', '.join(AUTOGUIDES)}")
+    model = poutine.block(model, hide_fn=_is_discrete_latent)
     if name == "delta":
         if laplace is None:
             return pyro_autoguide.AutoDelta(model, init_loc_fn=init_to_median_or_zero)

@@ -1,8 +1,8 @@
-"""vilab's public API: SVI, NUTS, comparison tables and the report.
+"""vilab's public API: SVI, NUTS, EM, comparison tables, the report and relabelling.
 
-``from inference import fit_svi, run_nuts, compare, method_table, report``. The names
-are imported on first use, so ``vilab list`` and ``vilab --help`` answer without
-loading torch and Pyro.
+``from inference import fit_svi, run_nuts, run_em, compare, method_table, report,
+relabel``. The names are imported on first use, so ``vilab list`` and ``vilab --help``
+answer without loading torch and Pyro.
 """
 
 from importlib import import_module
@@ -16,6 +16,7 @@ _WHERE = {
     "compare": "inference.tables",
     "fit_svi": "inference.svi",
     "method_table": "inference.tables",
+    "relabel": "inference.posterior.relabel",
     "report": "inference.lab.report",
     "run_nuts": "inference.mcmc",
 }

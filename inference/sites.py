@@ -99,15 +99,3 @@ def subsampled_plates(trace) -> dict[str, tuple[int, int]]:
         if site["type"] == "sample" and site_is_subsample(site)
     }
     return {name: sizes for name, sizes in plates.items() if sizes[1] < sizes[0]}
-
-
-def check_enumerable(trace) -> None:
-    """Refuse a discrete latent site that cannot be summed out, naming it."""
-    for name in latent_sites(trace):
-        fn = trace.nodes[name]["fn"]
-        if fn.support.is_discrete and not fn.has_enumerate_support:
-            raise ValueError(
-                f"latent site {name!r} is discrete with no finite support "
-                f"({type(fn).__name__}): the engines sum out only discrete sites they can "
-                "enumerate (Categorical, Bernoulli, ...); marginalise it in the model"
-            )

@@ -36,12 +36,13 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from inference.enumeration import enumerated_sites
 from inference.isolation import Room, check_seed, isolated, prepare, resolve_device
 from inference.mcmc import nutpie_sampler, pyro_sampler
 from inference.mcmc.potential import EagerPotentialWarning, flat_potential
 from inference.posterior.datatree import model_coords, to_datatree
 from inference.posterior.draws import Draws, replay_samples
-from inference.sites import check_enumerable, max_plate_nesting, trace_model, unconstrained_sites
+from inference.sites import max_plate_nesting, trace_model, unconstrained_sites
 from inference.validation import check_positive_int, check_probability
 
 DENSE_MASS_MAX_DIM = 200
@@ -100,20 +101,25 @@ class NUTSResult:
         """Divergent transitions after warmup, over all chains."""
         return int(self.stats["diverging"].sum())
 
-    def draws(self) -> Draws:
-        """The draws replayed through the model (deterministic sites, log-likelihood)."""
+    def draws(self, draw_discrete: bool = False) -> Draws:
+        """The draws replayed through the model (deterministic sites, log-likelihood);
+        ``draw_discrete``: also draw the summed-out discrete sites (``infer_discrete``)."""
         flat = {k: v.reshape((-1,) + tuple(v.shape[2:])) for k, v in self.samples.items()}
         # Replay in the dtype the chains ran in: a prior that cannot be sampled
         # (ImproperUniform) gets its placeholder value in the default dtype.
         dtype = next(iter(flat.values())).dtype if flat else None
         with isolated(Room(0, dtype, self.device)):
-            return replay_samples(self.model, flat, self.args, self.kwargs)
+            return replay_samples(self.model, flat, self.args, self.kwargs, draw_discrete)
 
-    def to_datatree(self, coords=None, dims=None) -> xr.DataTree:
+    def to_datatree(self, coords=None, dims=None, draw_discrete: bool = False) -> xr.DataTree:
         """ArviZ DataTree: posterior (chain, draw, ...), sample_stats, log_likelihood, observed.
 
         ``coords`` and ``dims`` as in ArviZ's converters; ``coords`` adds to (and
-        overrides) a ``coords`` attribute of the model.
+        overrides) a ``coords`` attribute of the model. Discrete sites the chains summed
+        out give group ``assignments`` (per data point, the posterior probability of
+        each value, averaged over draws) and, with ``draw_discrete=True``, posterior
+        draws of their own: each draw's values drawn from ``p(z | x, theta_s)``
+        (Pyro's ``infer_discrete``).
         """
         attrs = {
             "method": "nuts",
@@ -124,7 +130,8 @@ class NUTSResult:
         if self.potential is not None:
             attrs["potential"] = self.potential
         coords = model_coords(self.model) | dict(coords or {})
-        return to_datatree(self.draws(), self.num_chains, self.stats, coords, attrs, dims)
+        draws = self.draws(draw_discrete)
+        return to_datatree(draws, self.num_chains, self.stats, coords, attrs, dims)
 
 
 def _warm_start(fit, sites):
@@ -230,7 +237,7 @@ def run_nuts(
     args, kwargs = prepare(tuple(model_args), dict(model_kwargs or {}), room)
     with isolated(room):
         trace = trace_model(model, args, kwargs)
-        check_enumerable(trace)
+        enumerated_sites(trace)  # refuses a discrete site it cannot sum out
         nesting = max_plate_nesting(trace)
         sites, _, _ = unconstrained_sites(model, args, kwargs)
     dim = sum(int(torch.Size(shape).numel()) for _, shape in sites)

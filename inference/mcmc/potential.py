@@ -28,8 +28,9 @@ import pyro
 import torch
 from pyro.infer.mcmc.util import initialize_model
 
+from inference.enumeration import enumerated_sites
 from inference.mcmc import graph as graphs
-from inference.sites import check_enumerable, trace_model, zero_point
+from inference.sites import trace_model, zero_point
 
 CHECK_POINTS = 3  # random points at which a graph must agree with the eager potential
 RUNNERS = (*graphs.RUNNERS, "eager")
@@ -174,7 +175,7 @@ def flat_potential(
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
     trace = trace_model(model, args, kwargs)
-    check_enumerable(trace)
+    enumerated_sites(trace)  # refuses a discrete site it cannot sum out
     _, potential_fn, transforms, _ = initialize_model(
         model,
         args,

@@ -2,10 +2,13 @@
 
 ArviZ 1.x has no Pyro converter; this is ours. Groups: ``posterior`` (chain, draw,
 ...), ``sample_stats`` (MCMC only), ``log_likelihood`` (chain, draw, ...) and
-``observed_data``. A dimension is named by ``dims`` (``{"w": ["component"]}``), else
-after the plate it came from (``school``), else ``<site>_dim_<k>``. Coordinate labels
-come from ``coords`` (the engines default it to a ``coords`` attribute on the model
-function, ``{"school": ["Choate", ...]}``) when lengths match.
+``observed_data``, and for a model with summed-out discrete sites ``assignments``:
+per data point the posterior probability of each value of the site (dim
+``<site>_value``), averaged over all chains and draws. A dimension is named by
+``dims`` (``{"w": ["component"]}``), else after the plate it came from
+(``school``), else ``<site>_dim_<k>``. Coordinate labels come from ``coords`` (the
+engines default it to a ``coords`` attribute on the model function,
+``{"school": ["Choate", ...]}``) when lengths match.
 """
 
 import numpy as np
@@ -101,6 +104,7 @@ def to_datatree(
         "posterior": _dataset(draws.posterior, num_chains, coords, dims),
         "log_likelihood": _dataset(draws.log_likelihood, num_chains, coords, dims),
         "observed_data": _dataset(draws.observed_data, None, coords, dims),
+        "assignments": _dataset(_averaged(draws.assignments), None, coords, {}),
     }
     if sample_stats:
         chains, length = next(iter(sample_stats.values())).shape
@@ -113,6 +117,11 @@ def to_datatree(
         ds.attrs.update(attrs or {})
         ds.attrs.setdefault("inference_library", "pyro (via vilab)")
     return xr.DataTree.from_dict(groups)
+
+
+def _averaged(group: dict[str, SiteDraws]) -> dict[str, SiteDraws]:
+    """Each site's values averaged over the draw axis."""
+    return {k: SiteDraws(v.values.mean(0), v.dims) for k, v in group.items()}
 
 
 def model_coords(model) -> dict:

@@ -8,12 +8,13 @@ log-likelihood of every observation, with the plate each dimension came from, wh
 becomes the dimension's name.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from pyro.poutine.util import site_is_subsample
 
+from inference.enumeration import assignment_probs, observed_log_likelihood
 from inference.posterior.replay import Replay, replay
 
 
@@ -35,12 +36,16 @@ class Draws:
     """What a model says about a set of draws, by group.
 
     posterior: latent and deterministic sites. log_likelihood: pointwise log density
-    of each observed site, per draw. observed_data: the observed values.
+    of each observed site, per draw (summed-out discrete sites marginalised).
+    observed_data: the observed values. assignments: for each summed-out discrete
+    site, per draw ``p(z_i = k | x, theta_s)`` with its values along the last dim
+    (named ``<site>_value``); empty for a model without such sites.
     """
 
     posterior: dict[str, SiteDraws]
     log_likelihood: dict[str, SiteDraws]
     observed_data: dict[str, SiteDraws]
+    assignments: dict[str, SiteDraws] = field(default_factory=dict)
 
 
 def _plate_names(site) -> dict[int, str]:
@@ -94,44 +99,76 @@ def _event_dim(site, value, nesting, vectorized):
     return site["fn"].event_dim
 
 
-def read_trace(trace, nesting, num_draws, latent) -> Draws:
+def read_trace(trace, nesting, num_draws, latent, enumerated=()) -> Draws:
     """Read the groups of a model trace run on draws.
 
     ``num_draws`` is the size of the draw plate the trace ran under, or None for a
-    trace of a single draw.
+    trace of a single draw. ``enumerated``: the discrete sites summed out in it; their
+    observations' log-likelihood is marginalised over them, and their posterior
+    probabilities fill ``assignments``. Deterministic sites are not read from such a
+    trace (they may hold every value of a summed-out site at once).
     """
-    posterior, loglik, observed = {}, {}, {}
+    posterior, loglik, observed, assignments = {}, {}, {}, {}
     vectorized = num_draws is not None
+    width = nesting + int(vectorized)
+    marginal = observed_log_likelihood(trace, width) if enumerated else {}
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
             continue
         value = site["value"].detach()
         deterministic = site["infer"].get("_deterministic", False)
-        if deterministic or name in latent:
+        if (deterministic and not enumerated) or name in latent:
             ev = _event_dim(site, value, nesting, vectorized)
             arr, dims = _strip(value, name, site, nesting, num_draws, ev)
             posterior[name] = SiteDraws(arr.cpu().numpy(), dims)
         elif site["is_observed"]:
-            lp = site["fn"].log_prob(value).detach()
-            lp = lp.expand(torch.broadcast_shapes(lp.shape, site["fn"].batch_shape))
+            event_dim = site["fn"].event_dim
+            lp = marginal.get(name)
+            if lp is None:
+                lp = site["fn"].log_prob(value).detach()
+                lp = lp.expand(torch.broadcast_shapes(lp.shape, site["fn"].batch_shape))
+            else:
+                batch = value.shape[: value.dim() - event_dim]
+                lp = lp.detach().expand(torch.broadcast_shapes(lp.shape, batch))
             arr, dims = _strip(lp, name, site, nesting, num_draws, 0)
             loglik[name] = SiteDraws(arr.cpu().numpy(), dims)
-            obs, obs_dims = _strip(value, name, site, nesting, None, site["fn"].event_dim)
+            obs, obs_dims = _strip(value, name, site, nesting, None, event_dim)
             observed[name] = SiteDraws(obs[0].cpu().numpy(), obs_dims)
-    return Draws(posterior, loglik, observed)
+    if enumerated:
+        for name, probs in assignment_probs(trace, width).items():
+            arr, dims = _strip(probs.detach(), name, trace.nodes[name], nesting, num_draws, 1)
+            assignments[name] = SiteDraws(arr.cpu().numpy(), dims[:-1] + (f"{name}_value",))
+    return Draws(posterior, loglik, observed, assignments)
 
 
 def read_draws(replayed: Replay) -> Draws:
     """The posterior, log-likelihood and observed data of a :class:`Replay`."""
     num_draws = replayed.num_draws if replayed.vectorized else None
+    nesting, enumerated = replayed.nesting, replayed.enumerated
     runs = [
         _join_minibatches(
-            [read_trace(t, replayed.nesting, num_draws, replayed.latent) for t in traces],
+            [read_trace(t, nesting, num_draws, replayed.latent, enumerated) for t in traces],
             replayed.cover,
         )
         for traces in replayed.model_traces
     ]
-    return runs[0] if replayed.vectorized else stack_draws(runs)
+    draws = runs[0] if replayed.vectorized else stack_draws(runs)
+    if replayed.discrete_traces is None:
+        return draws
+    drawn = [
+        _join_minibatches(
+            [read_trace(t, nesting, num_draws, frozenset(enumerated)) for t in traces],
+            replayed.cover,
+        )
+        for traces in replayed.discrete_traces
+    ]
+    drawn = drawn[0] if replayed.vectorized else stack_draws(drawn)
+    return Draws(
+        {**draws.posterior, **drawn.posterior},
+        draws.log_likelihood,
+        draws.observed_data,
+        draws.assignments,
+    )
 
 
 def _join_minibatches(parts: list[Draws], cover) -> Draws:
@@ -151,18 +188,27 @@ def _join_minibatches(parts: list[Draws], cover) -> Draws:
             out[name] = SiteDraws(np.take(values, np.arange(cover.size), axis), site.dims)
         return out
 
-    return Draws(join("posterior", 1), join("log_likelihood", 1), join("observed_data", 0))
+    return Draws(
+        join("posterior", 1),
+        join("log_likelihood", 1),
+        join("observed_data", 0),
+        join("assignments", 1),
+    )
 
 
-def replay_samples(model, samples: dict[str, torch.Tensor], args, kwargs) -> Draws:
-    """Run ``model`` on MCMC ``samples`` (each ``(num_draws, *site_shape)``)."""
+def replay_samples(
+    model, samples: dict[str, torch.Tensor], args, kwargs, discrete: bool = False
+) -> Draws:
+    """Run ``model`` on MCMC ``samples`` (each ``(num_draws, *site_shape)``);
+    ``discrete``: also draw the summed-out discrete sites, per draw."""
     num_draws = next(iter(samples.values())).shape[0]
-    return read_draws(replay(model, args, kwargs, num_draws, samples=samples))
+    return read_draws(replay(model, args, kwargs, num_draws, samples=samples, discrete=discrete))
 
 
-def guide_draws(model, guide, num_draws: int, args, kwargs) -> Draws:
-    """Draw ``num_draws`` times from ``guide`` and replay ``model`` on each draw."""
-    return read_draws(replay(model, args, kwargs, num_draws, guide=guide))
+def guide_draws(model, guide, num_draws: int, args, kwargs, discrete: bool = False) -> Draws:
+    """Draw ``num_draws`` times from ``guide`` and replay ``model`` on each draw;
+    ``discrete``: also draw the summed-out discrete sites, per draw."""
+    return read_draws(replay(model, args, kwargs, num_draws, guide=guide, discrete=discrete))
 
 
 def weighted_guide_draws(model, guide, num_draws: int, args, kwargs):
@@ -179,7 +225,12 @@ def take_draws(draws: Draws, index: np.ndarray) -> Draws:
     def pick(group):
         return {k: SiteDraws(v.values[index], v.dims) for k, v in group.items()}
 
-    return Draws(pick(draws.posterior), pick(draws.log_likelihood), draws.observed_data)
+    return Draws(
+        pick(draws.posterior),
+        pick(draws.log_likelihood),
+        draws.observed_data,
+        pick(draws.assignments),
+    )
 
 
 def stack_draws(parts: list[Draws]) -> Draws:
@@ -192,4 +243,6 @@ def stack_draws(parts: list[Draws]) -> Draws:
             for k, v in first.items()
         }
 
-    return Draws(cat("posterior"), cat("log_likelihood"), parts[0].observed_data)
+    return Draws(
+        cat("posterior"), cat("log_likelihood"), parts[0].observed_data, cat("assignments")
+    )

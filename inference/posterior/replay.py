@@ -12,6 +12,12 @@ and, per draw, the log joint ``log p(x, z_s)`` and the guide's ``log q(z_s)``.
   the first and last draws' log joints equal those of the model run on that draw
   alone. This is judged on a trial run of ``PROBE_DRAWS`` draws first, and again on
   the full run.
+- **Discrete sites summed out**: a discrete latent site that neither the guide nor
+  ``samples`` gives a value (e.g. a mixture's assignments under ``config_enumerate``)
+  is enumerated (:mod:`inference.enumeration`), so the log joint is
+  ``log p(x, theta_s)`` with it marginalised, exactly as ``TraceEnum_ELBO`` and NUTS
+  see the model. ``discrete=True`` also draws it from ``p(z | x, theta_s)`` per draw
+  (Pyro's ``infer_discrete``).
 - **A loop** over draws otherwise (e.g. a model written with ``X @ beta``), which
   says why once per model function with a :class:`SlowReplayWarning`.
 - **The whole data set**: a subsampled plate (``pyro.plate(name, N, subsample_size=n)``)
@@ -33,8 +39,10 @@ from dataclasses import dataclass
 import pyro
 import torch
 from pyro import poutine
+from pyro.infer import infer_discrete
 from pyro.poutine.messenger import Messenger
 
+from inference.enumeration import enumerate_model, enumerated_sites, log_density
 from inference.sites import latent_sites, max_plate_nesting, subsampled_plates, trace_model
 
 DRAW_PLATE = "_vilab_draws"
@@ -99,7 +107,11 @@ class Replay:
     when ``vectorized``, else one run per draw. log_joint: ``log p(x, z_s)`` per
     draw, shape ``(num_draws,)`` (nats, whole data set). log_guide: ``log q(z_s)``
     per draw, or None for given samples. latent: the names of the replayed latent
-    sites. cover: the minibatches of a subsampled plate, or None.
+    sites. cover: the minibatches of a subsampled plate, or None. enumerated: the
+    discrete latent sites summed out (their dims left of the draw plate in
+    ``model_traces``). discrete_traces: with ``discrete=True``, per run the traces
+    (one per minibatch) of the model with the enumerated sites drawn from their
+    conditional posterior, else None.
     """
 
     model_traces: tuple
@@ -110,9 +122,13 @@ class Replay:
     latent: frozenset
     vectorized: bool
     cover: Cover | None
+    enumerated: tuple = ()
+    discrete_traces: tuple | None = None
 
 
-def replay(model, args, kwargs, num_draws: int, *, guide=None, samples=None) -> Replay:
+def replay(
+    model, args, kwargs, num_draws: int, *, guide=None, samples=None, discrete: bool = False
+) -> Replay:
     """Run ``model`` on ``num_draws`` draws from ``guide``, or on given ``samples``.
 
     Parameters
@@ -126,6 +142,8 @@ def replay(model, args, kwargs, num_draws: int, *, guide=None, samples=None) -> 
     samples : dict of str to torch.Tensor, optional
         Latent values, each ``(num_draws, *site_shape)``; exactly one of ``guide``
         and ``samples`` is given.
+    discrete : bool
+        Also draw the summed-out discrete sites from ``p(z | x, theta_s)``.
 
     Returns
     -------
@@ -134,7 +152,10 @@ def replay(model, args, kwargs, num_draws: int, *, guide=None, samples=None) -> 
     if (guide is None) == (samples is None):
         raise ValueError("replay needs exactly one of guide= and samples=")
     prototype = trace_model(model, args, kwargs)
+    given = frozenset(samples) if samples is not None else _guide_sites(guide, args, kwargs)
+    enumerated = enumerated_sites(prototype, given)
     latent = frozenset(samples) if samples is not None else frozenset(latent_sites(prototype))
+    latent = latent - frozenset(enumerated)
     runner = _Runner(
         model,
         guide,
@@ -145,7 +166,9 @@ def replay(model, args, kwargs, num_draws: int, *, guide=None, samples=None) -> 
         max_plate_nesting(prototype),
         num_draws,
         latent,
-        _cover(model, prototype, latent),
+        _cover(model, prototype, latent, enumerated),
+        enumerated,
+        discrete,
     )
     with poutine.block(), torch.no_grad():
         try:
@@ -158,21 +181,37 @@ def replay(model, args, kwargs, num_draws: int, *, guide=None, samples=None) -> 
         return runner.loop()
 
 
-def _cover(model, prototype, latent) -> Cover | None:
+def _guide_sites(guide, args, kwargs) -> frozenset:
+    """The sample sites of one run of ``guide``."""
+    with poutine.block(), torch.no_grad():
+        trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    return frozenset(n for n, s in trace.nodes.items() if s["type"] == "sample")
+
+
+def _cover(model, prototype, latent, enumerated) -> Cover | None:
     """The cover of the model's subsampled plate; None (with a warning where the
-    model is subsampled) when the replay stays on the model's own minibatch."""
+    model is subsampled) when the replay stays on the model's own minibatch.
+
+    Summed-out sites inside the plate are local to each minibatch and fine; one
+    outside it ties the minibatches together, so the replay stays on one."""
     plates = subsampled_plates(prototype)
     if not plates:
         return None
-    local = [
-        name
-        for name in latent
-        if any(f.name in plates for f in prototype.nodes[name]["cond_indep_stack"])
-    ]
-    if len(plates) == 1 and not local:
+
+    def inside(name):
+        return any(f.name in plates for f in prototype.nodes[name]["cond_indep_stack"])
+
+    local = [name for name in latent if inside(name)]
+    tied = [name for name in enumerated if not inside(name)]
+    if len(plates) == 1 and not local and not tied:
         ((plate, (size, batch)),) = plates.items()
         return Cover(plate, size, batch)
-    why = f"latent sites {sorted(local)} inside it" if local else "more than one such plate"
+    if local:
+        why = f"latent sites {sorted(local)} inside it"
+    elif tied:
+        why = f"summed-out sites {sorted(tied)} outside it"
+    else:
+        why = "more than one such plate"
     _warn_once(
         model,
         f"model {_name(model)!r} has subsampled plates {sorted(plates)} and {why}: its "
@@ -195,6 +234,8 @@ class _Runner:
     num_draws: int
     latent: frozenset
     cover: Cover | None
+    enumerated: tuple
+    discrete: bool
 
     def head(self, num_draws: int) -> "_Runner":
         """The same replay on the first ``num_draws`` draws only."""
@@ -210,6 +251,22 @@ class _Runner:
             return [fn]
         return [self.cover.minibatch(fn, k) for k in range(self.cover.count)]
 
+    def first_enum_dim(self, vectorized: bool) -> int:
+        """The first dim free for enumeration: left of the plates (and the draw plate)."""
+        return -self.nesting - 1 - int(vectorized)
+
+    def traces(self, model, vectorized: bool, wrap=None) -> tuple:
+        """Traces of ``model`` with the discrete sites summed out, one per minibatch;
+        ``wrap`` (e.g. ``infer_discrete``) instead of enumeration when given."""
+        first = self.first_enum_dim(vectorized)
+        if wrap is None:
+            model = enumerate_model(model, self.enumerated, first)
+        else:
+            model = wrap(model, first)
+        return tuple(
+            poutine.trace(fn).get_trace(*self.args, **self.kwargs) for fn in self.minibatches(model)
+        )
+
     def run(self, draw):
         """Model traces (one per minibatch) and the guide trace (None for samples) of
         one run; ``draw`` picks the samples' draw (None: all, shaped for the plate)."""
@@ -220,10 +277,33 @@ class _Runner:
             model = poutine.replay(model, trace=guide_trace)
         else:
             model = poutine.condition(model, data=self._samples(draw))
-        traces = [
-            poutine.trace(fn).get_trace(*self.args, **self.kwargs) for fn in self.minibatches(model)
-        ]
-        return tuple(traces), guide_trace
+        return self.traces(model, draw is None), guide_trace
+
+    def discrete_draws(self, model_traces, vectorized: bool):
+        """Traces of the model with the summed-out sites drawn from ``p(z | x, theta)``,
+        the other latents held at their values in ``model_traces``."""
+        if not (self.discrete and self.enumerated):
+            return None
+        values = {name: model_traces[0].nodes[name]["value"] for name in self.latent}
+        held = poutine.condition(self.model, data=values)
+        if vectorized:
+            # infer_discrete blocks outer handlers: the draw plate goes inside it.
+            held = _in_draw_plate(held, self.num_draws, -self.nesting - 1)
+
+        def sample(fn, first):
+            marked = enumerate_model(fn, self.enumerated, first)
+            return infer_discrete(marked, first_available_dim=first)
+
+        return self.traces(held, vectorized, wrap=sample)
+
+    def total(self, vectorized: bool):
+        """``total(trace, site_filter)``: a trace's log joint, per draw if vectorized."""
+        if self.enumerated:
+            keep = DRAW_PLATE if vectorized else None
+            return lambda trace, f: log_density(trace, f, keep_plate=keep).detach()
+        if vectorized:
+            return lambda trace, f: _per_draw(trace, self.nesting, f)
+        return _log_prob_sum
 
     def _samples(self, draw):
         if draw is not None:
@@ -239,26 +319,30 @@ class _Runner:
     def vectorized(self) -> Replay:
         with pyro.plate(DRAW_PLATE, self.num_draws, dim=-self.nesting - 1):
             model_traces, guide_trace = self.run(None)
-        log_joint = self._log_joint(model_traces, lambda t, f: _per_draw(t, self.nesting, f))
+        discrete = self.discrete_draws(model_traces, True)
+        log_joint = self._log_joint(model_traces, self.total(True))
         log_joint = log_joint.expand(self.num_draws)
         log_guide = None
         if guide_trace is not None:
             log_guide = _per_draw(guide_trace, self.nesting, _all_sites).expand(self.num_draws)
         self._check(model_traces[0], log_joint)
-        return self._result((model_traces,), log_joint, log_guide, True)
+        discrete = None if discrete is None else (discrete,)
+        return self._result((model_traces,), log_joint, log_guide, True, discrete)
 
     def loop(self) -> Replay:
-        runs, log_joint, log_guide = [], [], []
+        runs, log_joint, log_guide, discrete = [], [], [], []
         for draw in range(self.num_draws):
             model_traces, guide_trace = self.run(draw)
             runs.append(model_traces)
-            log_joint.append(self._log_joint(model_traces, _log_prob_sum))
+            log_joint.append(self._log_joint(model_traces, self.total(False)))
+            discrete.append(self.discrete_draws(model_traces, False))
             if guide_trace is not None:
                 log_guide.append(guide_trace.log_prob_sum().detach())
         log_guide = torch.stack(log_guide) if log_guide else None
-        return self._result(tuple(runs), torch.stack(log_joint), log_guide, False)
+        discrete = tuple(discrete) if discrete and discrete[0] is not None else None
+        return self._result(tuple(runs), torch.stack(log_joint), log_guide, False, discrete)
 
-    def _result(self, runs, log_joint, log_guide, vectorized) -> Replay:
+    def _result(self, runs, log_joint, log_guide, vectorized, discrete) -> Replay:
         return Replay(
             runs,
             log_joint,
@@ -268,6 +352,8 @@ class _Runner:
             self.latent,
             vectorized,
             self.cover,
+            self.enumerated,
+            discrete,
         )
 
     def _log_joint(self, model_traces, total):
@@ -289,11 +375,7 @@ class _Runner:
         for draw in sorted({0, self.num_draws - 1}):
             values = {name: self._one(model_trace, name, draw) for name in self.latent}
             alone = poutine.condition(self.model, data=values)
-            traces = [
-                poutine.trace(fn).get_trace(*self.args, **self.kwargs)
-                for fn in self.minibatches(alone)
-            ]
-            expected = self._log_joint(traces, _log_prob_sum)
+            expected = self._log_joint(self.traces(alone, False), self.total(False))
             got = log_joint[draw]
             tol = math.sqrt(torch.finfo(got.dtype).eps) * (1.0 + float(expected.abs()))
             if not torch.isclose(got, expected.to(got.dtype), rtol=0.0, atol=tol, equal_nan=True):
@@ -307,6 +389,16 @@ class _Runner:
         value = model_trace.nodes[name]["value"]
         shape = self.prototype.nodes[name]["value"].shape
         return value[draw if value.shape[0] > 1 else 0].reshape(shape)
+
+
+def _in_draw_plate(fn, num_draws: int, dim: int):
+    """``fn`` run inside the plate of draws."""
+
+    def in_plate(*args, **kwargs):
+        with pyro.plate(DRAW_PLATE, num_draws, dim=dim):
+            return fn(*args, **kwargs)
+
+    return in_plate
 
 
 def _all_sites(name, site) -> bool:

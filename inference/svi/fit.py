@@ -34,6 +34,7 @@ from pyro.infer import (
 )
 from tqdm.auto import tqdm
 
+from inference.enumeration import enumerated_sites
 from inference.isolation import Room, check_seed, isolated, prepare, resolve_device
 from inference.sites import latent_sites, max_plate_nesting, trace_model
 from inference.svi import checkpoint as ckpt
@@ -248,8 +249,9 @@ class _Run:
         )
         state = SVIState(schedule=Schedule(self.settings["lr"]))
         guide_trace = discover_params(problem, state)
-        enumerated = {n for n in names if prototype.nodes[n]["infer"].get("enumerate")}
-        check_guide_covers(guide_trace, names, enumerated)
+        enumerating = isinstance(problem.loss_fn, TraceEnum_ELBO)
+        enumerated_sites(prototype)  # a discrete site with no finite support is refused
+        check_guide_covers(guide_trace, prototype, names, enumerating)
         compile_loss(problem)
         return problem, state, guide_name, start
 

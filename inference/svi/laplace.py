@@ -16,7 +16,8 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from inference.sites import trace_model, unconstrained_sites
+from inference.enumeration import enumerate_model, enumerated_sites, log_density
+from inference.sites import max_plate_nesting, trace_model, unconstrained_sites
 
 MAX_DENSE_DIM = 400  # above this, skip the Hessian: d backward passes get too dear
 
@@ -84,8 +85,10 @@ def potential_fn(model, args, kwargs, sites, transforms, plan=({},)):
     """``U(x) = -log p(x_constrained, data) - log|J|`` for a packed unconstrained ``x``.
 
     ``plan`` fixes the subsample indices (see :func:`minibatch_plan`); U is averaged
-    over its minibatches.
+    over its minibatches. Discrete latent sites are summed out (enumerated).
     """
+    prototype = trace_model(model, args, kwargs)
+    model = enumerate_model(model, enumerated_sites(prototype), -max_plate_nesting(prototype) - 1)
 
     def potential(x):
         values, log_jac, pos = {}, 0.0, 0
@@ -101,7 +104,7 @@ def potential_fn(model, args, kwargs, sites, transforms, plan=({},)):
             with poutine.block():
                 conditioned = poutine.condition(model, {**values, **indices})
                 trace = poutine.trace(conditioned).get_trace(*args, **kwargs)
-            log_p = log_p + trace.log_prob_sum()
+            log_p = log_p + log_density(trace)
         return -(log_p / len(plan) + log_jac)
 
     return potential

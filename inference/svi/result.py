@@ -63,14 +63,22 @@ class SVIResult:
             store = pyro.get_param_store()
             return {name: store[name].detach().clone() for name in store.keys()}
 
-    def sample(self, num_samples: int = 1000, seed: int = 0):
-        """Draws from the guide, replayed through the model (``Draws``)."""
+    def sample(self, num_samples: int = 1000, seed: int = 0, draw_discrete: bool = False):
+        """Draws from the guide, replayed through the model (``Draws``); discrete sites
+        the ELBO sums out are drawn from ``p(z | x, theta_s)`` if ``draw_discrete``."""
         check_positive_int("num_samples", num_samples)
         with isolated(self._room(seed), self._params):
-            return guide_draws(self.model, self.guide, num_samples, self.args, self.kwargs)
+            return guide_draws(
+                self.model, self.guide, num_samples, self.args, self.kwargs, draw_discrete
+            )
 
     def to_datatree(
-        self, num_samples: int = 1000, seed: int = 0, coords=None, dims=None
+        self,
+        num_samples: int = 1000,
+        seed: int = 0,
+        coords=None,
+        dims=None,
+        draw_discrete: bool = False,
     ) -> xr.DataTree:
         """Guide draws as an ArviZ DataTree: posterior dims (chain=1, draw=num_samples, ...).
 
@@ -78,8 +86,12 @@ class SVIResult:
         overrides) a ``coords`` attribute of the model. Besides the ArviZ groups, group
         ``losses`` holds the loss of every step (dim ``step``) and the posterior's
         attributes hold the fit's settings, so a saved tree carries its history.
+        Discrete sites the ELBO sums out (``elbo="enum"``) give group ``assignments``
+        (per data point, the posterior probability of each value, averaged over the
+        draws) and, with ``draw_discrete=True``, posterior draws of their own, each
+        drawn from ``p(z | x, theta_s)`` (Pyro's ``infer_discrete``).
         """
-        draws = self.sample(num_samples, seed)
+        draws = self.sample(num_samples, seed, draw_discrete)
         attrs = {
             "method": self.method,
             "inference": "svi",

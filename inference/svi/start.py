@@ -64,16 +64,32 @@ def _poor_start(model, guide, args, kwargs) -> bool:
     return est.iwae - est.value > POOR_START_NATS
 
 
-def check_guide_covers(guide_trace, latent, enumerated) -> None:
+def check_guide_covers(guide_trace, prototype, latent, enumerating: bool) -> None:
     """Refuse a guide that lacks one of the model's latent sites, naming the site.
 
-    Sites the ELBO sums out (``enumerated``: discrete sites marked for enumeration) need
-    no guide site.
+    A discrete site the guide does not sample is summed out by the ELBO, which needs
+    ``elbo="enum"`` (``enumerating``) and the site marked for enumeration
+    (``config_enumerate``); a continuous one must be in the guide.
     """
     sampled = {n for n, s in guide_trace.nodes.items() if s["type"] == "sample"}
-    missing = [n for n in latent if n not in sampled and n not in enumerated]
-    if missing:
-        raise ValueError(
-            f"the guide has no site {missing[0]!r}, a latent site of the model: "
-            "every latent site needs a pyro.sample in the guide with the same name"
-        )
+    for name in latent:
+        site = prototype.nodes[name]
+        if name in sampled:
+            continue
+        if not site["fn"].support.is_discrete:
+            raise ValueError(
+                f"the guide has no site {name!r}, a latent site of the model: "
+                "every latent site needs a pyro.sample in the guide with the same name"
+            )
+        if not enumerating:
+            raise ValueError(
+                f"latent site {name!r} is discrete and the guide does not sample it: sum it "
+                "out with elbo='enum' (the site marked by @pyro.infer.config_enumerate), or "
+                "sample it in a guide of your own"
+            )
+        if site["infer"].get("enumerate") != "parallel":
+            raise ValueError(
+                f"latent site {name!r} is discrete and not marked for enumeration: decorate "
+                "the model with @pyro.infer.config_enumerate (or pass "
+                "infer={'enumerate': 'parallel'} to its pyro.sample) so elbo='enum' sums it out"
+            )
