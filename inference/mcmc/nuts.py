@@ -40,7 +40,7 @@ from inference.enumeration import enumerated_sites
 from inference.isolation import Room, check_seed, isolated, prepare, resolve_device
 from inference.mcmc import nutpie_sampler, pyro_sampler
 from inference.mcmc.potential import EagerPotentialWarning, flat_potential
-from inference.posterior.datatree import model_coords, to_datatree
+from inference.posterior.datatree import model_coords, model_dims, to_datatree
 from inference.posterior.draws import Draws, replay_samples
 from inference.sites import max_plate_nesting, trace_model, unconstrained_sites
 from inference.validation import check_positive_int, check_probability
@@ -130,6 +130,7 @@ class NUTSResult:
         if self.potential is not None:
             attrs["potential"] = self.potential
         coords = model_coords(self.model) | dict(coords or {})
+        dims = model_dims(self.model) | dict(dims or {})
         draws = self.draws(draw_discrete)
         return to_datatree(draws, self.num_chains, self.stats, coords, attrs, dims)
 

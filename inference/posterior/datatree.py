@@ -8,7 +8,8 @@ per data point the posterior probability of each value of the site (dim
 ``dims`` (``{"w": ["component"]}``), else after the plate it came from
 (``school``), else ``<site>_dim_<k>``. Coordinate labels come from ``coords`` (the
 engines default it to a ``coords`` attribute on the model function,
-``{"school": ["Choate", ...]}``) when lengths match.
+``{"school": ["Choate", ...]}``) when lengths match; ``dims`` likewise adds to a
+``dims`` attribute on the model function.
 """
 
 import numpy as np
@@ -128,3 +129,10 @@ def model_coords(model) -> dict:
     """The ``coords`` attribute of a model function, if any."""
     coords = getattr(model, "coords", None)
     return dict(coords) if isinstance(coords, dict) else {}
+
+
+def model_dims(model) -> dict:
+    """The ``dims`` attribute of a model function, if any (``{"locs": ["component",
+    "feature"]}``): the names of its sites' dims, as ``dims=`` gives them."""
+    dims = getattr(model, "dims", None)
+    return dict(dims) if isinstance(dims, dict) else {}

@@ -10,7 +10,7 @@ import xarray as xr
 from inference.evidence import ElboEstimate, estimate_elbo, pareto_khat, smoothed_weights
 from inference.evidence.psis import OK_UP_TO
 from inference.isolation import Room, isolated
-from inference.posterior.datatree import model_coords, to_datatree
+from inference.posterior.datatree import model_coords, model_dims, to_datatree
 from inference.posterior.draws import guide_draws, take_draws, weighted_guide_draws
 from inference.validation import check_positive_int
 
@@ -101,6 +101,7 @@ class SVIResult:
             **self.settings,
         }
         coords = model_coords(self.model) | dict(coords or {})
+        dims = model_dims(self.model) | dict(dims or {})
         tree = to_datatree(draws, 1, coords=coords, attrs=attrs, dims=dims)
         tree["losses"] = xr.DataTree(
             xr.Dataset({"loss": ("step", np.asarray(self.losses))}, attrs=attrs)
@@ -137,8 +138,8 @@ class SVIResult:
         rng = np.random.default_rng(seed)
         index = rng.choice(proposals, size=num_samples, p=smoothed_weights(log_weights))
         attrs = {"method": f"{self.method}-psis", "inference": "svi", "khat": khat}
-        coords = model_coords(self.model)
-        return to_datatree(take_draws(draws, index), 1, coords=coords, attrs=attrs)
+        coords, dims = model_coords(self.model), model_dims(self.model)
+        return to_datatree(take_draws(draws, index), 1, coords=coords, attrs=attrs, dims=dims)
 
     def gaussian(self) -> tuple[dict[str, slice], torch.Tensor, torch.Tensor]:
         """The guide as a Gaussian on the packed unconstrained latents.
