@@ -8,6 +8,7 @@ answer without loading torch and Pyro.
 from importlib import import_module
 
 _WHERE = {
+    "EMResult": "inference.em",
     "ElboEstimate": "inference.evidence",
     "FitError": "inference.svi",
     "NUTSResult": "inference.mcmc",
@@ -18,6 +19,7 @@ _WHERE = {
     "method_table": "inference.tables",
     "relabel": "inference.posterior.relabel",
     "report": "inference.lab.report",
+    "run_em": "inference.em",
     "run_nuts": "inference.mcmc",
 }
 
