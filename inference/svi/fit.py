@@ -12,6 +12,10 @@ plain Pyro loop:
 - The returned parameters are an average of the last ~100 iterates, not the last one.
 - The fit is a loop over :func:`~inference.svi.state.svi_step`: ``callback=`` sees every
   step, ``checkpoint=`` writes the whole state and resumes from it.
+- A model with one subsampled plate (``pyro.plate(name, N, subsample_size=n)``) gets
+  its minibatches from an epoch sampler, O(n) per step instead of Pyro's ``randperm(N)``
+  (:mod:`inference.svi.batches`); the loss takes the indices as an input, so it is
+  still compiled, and a checkpoint holds the sampler's place.
 - Float64 by default; every tensor argument is checked (finite) and moved to ``device``.
 - Each fit has its own param store and RNG stream (:mod:`inference.isolation`).
 """
@@ -38,6 +42,7 @@ from inference.enumeration import enumerated_sites
 from inference.isolation import Room, check_seed, isolated, prepare, resolve_device
 from inference.sites import latent_sites, max_plate_nesting, trace_model
 from inference.svi import checkpoint as ckpt
+from inference.svi.batches import EpochSampler, Feed, FirstIndices, feedable_plate
 from inference.svi.result import SVIResult
 from inference.svi.schedule import Schedule
 from inference.svi.start import check_guide_covers, resolve_guide
@@ -142,6 +147,8 @@ def fit_svi(
         Compile the loss with the PyTorch JIT (about 5x more steps per second on small
         models). Default: on for ELBOs given by name, on the CPU, when ``model_kwargs``
         holds no tensors; if compilation fails the fit falls back to the uncompiled loss.
+        On a subsampled plate the minibatch indices are an input of the compiled loss,
+        checked against the uncompiled one on a second minibatch before the first step.
 
     Returns
     -------
@@ -152,6 +159,14 @@ def fit_svi(
     The loss is ``-ELBO``, with ``ELBO = E_q[log p(x, z) - log q(z)] <= log p(x)``;
     the gap is ``KL(q || p(z | x))``. Gradients use the reparameterization
     ``z = mu + sigma * eps`` where the guide allows it (Kingma & Welling 2014).
+
+    A model with exactly one subsampled plate (``pyro.plate(name, N, subsample_size=n)``)
+    is fed its minibatches by the fit: epoch ``e`` is a random permutation of
+    ``range(N)`` seeded from ``(seed, e)``, cut into consecutive slices of ``n`` (a slice
+    that runs past an epoch's end is completed from the next epoch) and given to the
+    plate, in the model and the guide, as the value of its subsample site. A step costs
+    O(n), not Pyro's O(N) ``randperm``; the likelihood scale stays ``N / n``
+    (:mod:`inference.svi.batches`).
     """
     check_positive_int("num_steps", num_steps)
     check_positive_float("lr", lr)
@@ -216,7 +231,7 @@ class _Run:
             self._loop(problem, state, num_steps, callback, progress_bar, save)
             if self.checkpoint is not None:
                 save()
-            apply_average(state)
+            apply_average(problem, state)
         return SVIResult(
             model=self.model,
             guide=problem.guide,
@@ -233,10 +248,13 @@ class _Run:
         )
 
     def _setup(self, jit):
-        prototype = trace_model(self.model, self.args, self.kwargs)
+        # The structure only: a subsampled plate takes its first indices, not randperm(N).
+        prototype = trace_model(FirstIndices()(self.model), self.args, self.kwargs)
         nesting = max_plate_nesting(prototype)
         names = latent_sites(prototype)
         guide_fn, guide_name, start = resolve_guide(self.guide, self.model, self.args, self.kwargs)
+        plate = feedable_plate(prototype)
+        feed = None if plate is None else Feed.of(plate, self.model, guide_fn, self.args)
         problem = Problem(
             loss_fn=_make_elbo(self.elbo, self.num_particles, nesting, jit),
             model=self.model,
@@ -246,13 +264,17 @@ class _Run:
             latent=latent_transforms(prototype, names),
             nesting=nesting,
             jit=jit,
+            feed=feed,
         )
         state = SVIState(schedule=Schedule(self.settings["lr"]))
+        if feed is not None:
+            state.batches = EpochSampler(feed.size, feed.batch, self.room.seed, self.room.device)
         guide_trace = discover_params(problem, state)
         enumerating = isinstance(problem.loss_fn, TraceEnum_ELBO)
         enumerated_sites(prototype)  # a discrete site with no finite support is refused
         check_guide_covers(guide_trace, prototype, names, enumerating)
-        compile_loss(problem)
+        eager = _make_elbo(self.elbo, self.num_particles, nesting, False) if jit else None
+        compile_loss(problem, eager)
         return problem, state, guide_name, start
 
     def _loop(self, problem, state, num_steps, callback, progress_bar, save) -> None:

@@ -4,8 +4,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyro
+import pyro.distributions as dist
 import torch
 import xarray as xr
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 
 from inference.evidence import ElboEstimate, estimate_elbo, pareto_khat, smoothed_weights
 from inference.evidence.psis import OK_UP_TO
@@ -48,6 +51,19 @@ class SVIResult:
     def method(self) -> str:
         """``svi-<autoguide>``, or ``svi-guide`` for a hand-written guide."""
         return f"svi-{self.guide_name or 'guide'}"
+
+    @property
+    def point_mass(self) -> bool:
+        """Whether the guide is a point mass (MAP): ``delta``, or a guide of Delta sites
+        only. Its "ELBO" is then ``log p(x, theta)``, not a bound."""
+        if self.guide_name is not None:
+            return self.guide_name == "delta"
+        with isolated(self.room, self._params):
+            trace = poutine.trace(self.guide).get_trace(*self.args, **self.kwargs)
+        sites = [
+            s for s in trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)
+        ]
+        return bool(sites) and all(isinstance(s["fn"], dist.Delta) for s in sites)
 
     @property
     def num_steps(self) -> int:

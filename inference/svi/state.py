@@ -7,6 +7,10 @@ optimisation step and returns a :class:`StepInfo` describing it. ``fit_svi`` is 
 over :func:`svi_step`; a callback, a checkpoint and a multi-process trainer are thin
 callers of the same step. ``state_dict``/``load_state_dict`` make the state a plain dict
 of tensors, numbers and strings, which a checkpoint stores without pickling code.
+
+On a model with one subsampled plate the loss is fed its minibatch indices by an
+:class:`~inference.svi.batches.EpochSampler` held in the state (its position is part of
+the state dict), so a step costs O(batch) and a resumed fit sees the same minibatches.
 """
 
 import contextlib
@@ -21,6 +25,7 @@ from pyro import poutine
 from pyro.distributions.transforms import biject_to
 
 from inference.posterior.replay import DRAW_PLATE
+from inference.svi.batches import EpochSampler, Feed
 from inference.svi.convergence import MomentDrift, Plateau
 from inference.svi.schedule import COOL, DONE, Schedule
 
@@ -63,7 +68,9 @@ class Problem:
     """What a fit optimises: a loss on ``(model, guide)`` with the model's arguments.
 
     latent: the model's latent sites with the transform to their unconstrained space
-    (for the moment snapshots). nesting: how many plates the model nests.
+    (for the moment snapshots). nesting: how many plates the model nests. feed: on a
+    model with one subsampled plate, the model and guide that take the plate's indices
+    as their last argument (:mod:`inference.svi.batches`); None otherwise.
     """
 
     loss_fn: object
@@ -74,6 +81,22 @@ class Problem:
     latent: dict
     nesting: int
     jit: bool
+    feed: Feed | None = None
+
+    def loss(self, indices: torch.Tensor | None = None, loss_fn=None) -> torch.Tensor:
+        """The differentiable loss; ``loss_fn`` in place of the fit's own (e.g. an
+        uncompiled twin). With a fed plate, on the minibatch ``indices`` (None: ``n``
+        indices drawn with replacement from the RNG stream, O(n), a random minibatch as
+        Pyro's plate would draw)."""
+        loss_fn = loss_fn or self.loss_fn
+        feed = self.feed
+        if feed is None:
+            return loss_fn.differentiable_loss(self.model, self.guide, *self.args, **self.kwargs)
+        if indices is None:
+            indices = torch.randint(feed.size, (feed.batch,))
+        return loss_fn.differentiable_loss(
+            feed.model, feed.guide, *feed.args(indices), **self.kwargs
+        )
 
 
 @dataclass
@@ -85,6 +108,7 @@ class SVIState:
     average: the iterate average of each parameter (Polyak-Ruppert, horizon
     ``AVERAGE_HORIZON`` or half the steps at the current rate, whichever is longer).
     schedule, plateau, drift: the learning-rate schedule and the two convergence judges.
+    batches: the minibatch sampler of a fed plate (None without one).
     """
 
     schedule: Schedule
@@ -95,6 +119,7 @@ class SVIState:
     drift: MomentDrift = field(default_factory=MomentDrift)
     losses: list[float] = field(default_factory=list)
     step: int = 0
+    batches: EpochSampler | None = None
 
     @property
     def converged(self) -> bool:
@@ -112,6 +137,7 @@ class SVIState:
             "schedule": self.schedule.state_dict(),
             "plateau": self.plateau.state_dict(),
             "drift": self.drift.state_dict(),
+            "batches": self.batches.state_dict() if self.batches is not None else None,
         }
 
     @torch.no_grad()
@@ -125,6 +151,8 @@ class SVIState:
         self.schedule.load_state_dict(state["schedule"])
         self.plateau.load_state_dict(state["plateau"])
         self.drift.load_state_dict(state["drift"])
+        if self.batches is not None and state.get("batches") is not None:
+            self.batches.load_state_dict(state["batches"])
         self.losses = [float(x) for x in state["losses"]]
         self.step = int(state["step"])
 
@@ -134,31 +162,57 @@ def discover_params(problem: Problem, state: SVIState):
 
     The optimiser then holds every parameter from the first step, in name order, so a
     checkpoint's optimiser state maps onto a resumed fit's parameters. Returns the
-    guide's trace (its sample sites say which latent sites it covers).
+    guide's trace (its sample sites say which latent sites it covers). With a fed plate
+    the guide runs on a fixed minibatch.
     """
+    guide, args = problem.guide, problem.args
+    if problem.feed is not None:
+        guide, args = problem.feed.guide, problem.feed.args(problem.feed.fixed(0))
     with torch.random.fork_rng(devices=_cuda_devices()), poutine.block():
-        trace = poutine.trace(problem.guide).get_trace(*problem.args, **problem.kwargs)
+        trace = poutine.trace(guide).get_trace(*args, **problem.kwargs)
     _add_params(state, trace, state.schedule.lr)
     return trace
 
 
-def compile_loss(problem: Problem) -> None:
+def compile_loss(problem: Problem, eager_fn=None) -> None:
     """Run a JIT-compiled loss once, without touching the RNG stream.
 
     Tracing draws random numbers that later calls do not, so it must happen at the same
     point of a fresh and a resumed fit: here, before any step. Raises
     :class:`CompileError` when the model cannot be compiled (the caller retries
     uncompiled).
+
+    With a fed plate the loss is traced on one fixed minibatch and must take the indices
+    as an input, not as constants: a model that turns them into numbers or numpy indices
+    would bake the first minibatch's data into the graph. So the compiled loss is then
+    checked against ``eager_fn`` (the same ELBO uncompiled) on another minibatch, with
+    the same random numbers; a mismatch raises :class:`CompileError` too.
     """
     if not problem.jit:
         return
+    feed = problem.feed
     try:
         with torch.random.fork_rng(devices=_cuda_devices()), quiet_jit():
-            problem.loss_fn.differentiable_loss(
-                problem.model, problem.guide, *problem.args, **problem.kwargs
-            )
+            problem.loss(feed.fixed(0) if feed is not None else None)
+            if feed is not None and eager_fn is not None:
+                _check_fed_compiled(problem, eager_fn)
     except (RuntimeError, TypeError, ValueError) as err:
         raise CompileError from err
+
+
+FED_RTOL = 1e-6  # compiled and eager losses on the same minibatch and random numbers
+
+
+def _check_fed_compiled(problem: Problem, eager_fn) -> None:
+    other = problem.feed.fixed(1)
+    losses = []
+    for loss_fn in (problem.loss_fn, eager_fn):
+        torch.manual_seed(MOMENT_SEED)
+        with poutine.block():
+            losses.append(float(problem.loss(other, loss_fn).detach()))
+    compiled, eager = losses
+    if not math.isclose(compiled, eager, rel_tol=FED_RTOL, abs_tol=FED_RTOL):
+        raise ValueError(f"the compiled loss ignores the minibatch indices ({compiled} != {eager})")
 
 
 def _add_params(state: SVIState, trace, lr: float) -> None:
@@ -190,8 +244,9 @@ def svi_step(problem: Problem, state: SVIState, first_call: bool = False) -> Ste
     """
     step = state.step
     lr = state.schedule.lr_at(step)
+    indices = state.batches.next() if state.batches is not None else None
     with poutine.trace(param_only=True) as capture:
-        loss = _loss(problem, state, first_call)
+        loss = _loss(problem, state, first_call, indices)
     _add_params(state, capture.trace, lr)
     value = float(loss.detach())
     if not math.isfinite(value):
@@ -216,12 +271,10 @@ def svi_step(problem: Problem, state: SVIState, first_call: bool = False) -> Ste
     )
 
 
-def _loss(problem: Problem, state: SVIState, first_call: bool):
+def _loss(problem: Problem, state: SVIState, first_call: bool, indices=None):
     try:
         with quiet_jit():
-            return problem.loss_fn.differentiable_loss(
-                problem.model, problem.guide, *problem.args, **problem.kwargs
-            )
+            return problem.loss(indices)
     except (RuntimeError, TypeError, ValueError) as err:
         if not first_call and not isinstance(err, TypeError):
             # E.g. Pyro's validation rejecting a NaN parameter: the fit blew up.
@@ -272,8 +325,9 @@ def _judge(problem: Problem, state: SVIState, step: int) -> None:
 def averaged(state: SVIState):
     """Swap the iterate average into the parameters for the duration of the block."""
     saved = {k: p.detach().clone() for k, p in state.params.items()}
-    for name, p in state.params.items():
-        p.copy_(state.average[name])
+    with torch.no_grad():
+        for name, p in state.params.items():
+            p.copy_(state.average[name])
     try:
         yield
     finally:
@@ -281,11 +335,26 @@ def averaged(state: SVIState):
             p.copy_(saved[name])
 
 
-@torch.no_grad()
-def apply_average(state: SVIState) -> None:
-    """Leave the iterate average in the parameters (what the fit returns)."""
-    for name, p in state.params.items():
-        p.copy_(state.average[name])
+def apply_average(problem: Problem, state: SVIState) -> None:
+    """Leave in the parameters what the fit returns: the iterate average.
+
+    Averaging pools the noise of a stochastic loss. A deterministic loss (a point-mass
+    guide on the whole data: two evaluations agree exactly) has none, and there the
+    average only drags in the climb (on the gmm case's MAP fit, 3.7 nats below the last
+    iterate): the better of the two is returned.
+    """
+    if not state.average:
+        return
+    with quiet_jit():
+        last = float(_loss(problem, state, False).detach())
+        deterministic = last == float(_loss(problem, state, False).detach())
+        if deterministic:
+            with averaged(state):
+                if float(_loss(problem, state, False).detach()) >= last:
+                    return
+    with torch.no_grad():
+        for name, p in state.params.items():
+            p.copy_(state.average[name])
 
 
 _UNMEASURABLE: set = set()
@@ -297,15 +366,20 @@ def guide_moments(problem: Problem) -> tuple[np.ndarray, np.ndarray] | None:
     The same draws (``MOMENT_SEED``) every time, so two snapshots differ by what the
     parameters did, not by sampling noise; the fit's RNG stream is left alone. None for
     a guide that does not broadcast over a plate of draws (then the loss alone judges).
+    With a fed plate the guide runs on one fixed minibatch (the same points every time,
+    and no permutation of the whole plate).
     """
     key = id(problem.guide)
     if key in _UNMEASURABLE:
         return None
+    guide, args = problem.guide, problem.args
+    if problem.feed is not None:
+        guide, args = problem.feed.guide, problem.feed.args(problem.feed.fixed(0))
     try:
         with torch.random.fork_rng(devices=_cuda_devices()), poutine.block():
             torch.manual_seed(MOMENT_SEED)
             with pyro.plate(DRAW_PLATE, MOMENT_DRAWS, dim=-problem.nesting - 1):
-                trace = poutine.trace(problem.guide).get_trace(*problem.args, **problem.kwargs)
+                trace = poutine.trace(guide).get_trace(*args, **problem.kwargs)
         columns = []
         for name, transform in problem.latent.items():
             value = transform.inv(trace.nodes[name]["value"].detach())
