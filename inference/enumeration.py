@@ -103,9 +103,12 @@ class _Factors:
         self.scale = _common_scale(scales, [n for n, _, _ in self.tied])
 
     def ordinal(self, site) -> frozenset:
-        """The plate symbols of a site's vectorized plates."""
+        """The plate symbols of a site's vectorized plates of size > 1 (a plate of one
+        leaves no dim in a packed tensor, so the contraction must not ask for it)."""
         return frozenset(
-            self.trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized
+            self.trace.plate_to_symbol[f.name]
+            for f in site["cond_indep_stack"]
+            if f.vectorized and f.size > 1
         )
 
     def contract(self, target_ordinal, target_dims=frozenset(), without=None):
@@ -164,7 +167,9 @@ def log_density(trace, site_filter=_all_sites, keep_plate: str | None = None) ->
     total = torch.zeros(())
     for _, value in factors.plain:
         total = total + _total(value, keep)
-    target = frozenset({keep}) if keep is not None else frozenset()
+    # Contract to the kept plate where the tied factors have it (not a plate of one).
+    tied_keep = any(keep in ordinal for _, ordinal, _ in factors.tied)
+    target = frozenset({keep}) if keep is not None and tied_keep else frozenset()
     tied = factors.contract(target)
     if tied is not None:
         total = total + factors.scale * _total(tied, keep)

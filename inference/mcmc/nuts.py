@@ -29,6 +29,7 @@ from draws and gradients).
 
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,6 +136,29 @@ class NUTSResult:
         return to_datatree(draws, self.num_chains, self.stats, coords, attrs, dims)
 
 
+def _point_start(values, sites, transforms) -> dict[str, torch.Tensor]:
+    """``{site: unconstrained value}`` of a point given as constrained values."""
+    names = [name for name, _ in sites]
+    missing = [n for n in names if n not in values]
+    unknown = [n for n in values if n not in names]
+    if missing or unknown:
+        raise ValueError(
+            f"init_from as values needs exactly the continuous latent sites {names}; "
+            f"missing {missing}, unknown {unknown}"
+        )
+    out = {}
+    for name, shape in sites:
+        value = torch.as_tensor(values[name], dtype=torch.float64)
+        u = transforms[name].inv(value)
+        if tuple(u.shape) != tuple(shape) or not torch.isfinite(u).all():
+            raise ValueError(
+                f"init_from[{name!r}] is not a point of the site's support with its shape "
+                f"(unconstrained shape {tuple(u.shape)}, expected {tuple(shape)})"
+            )
+        out[name] = u
+    return out
+
+
 def _warm_start(fit, sites):
     """From an SVI fit: mean and covariance (sorted-site order), Pyro's initial values
     (by site) and inverse mass matrix."""
@@ -196,8 +220,11 @@ def run_nuts(
         Adapt a mass matrix beyond the diagonal (default: when the latent dimension is at
         most 200): dense for Pyro, nutpie's low-rank update of its diagonal metric
         (adapted from draws and gradients) for nutpie.
-    init_from : SVIResult, optional
-        Start chains at a Gaussian autoguide's mean, with its covariance as the metric.
+    init_from : SVIResult or dict, optional
+        Start chains at a Gaussian autoguide's mean, with its covariance as the metric; or
+        at a point, ``{site: constrained value}`` for every continuous latent site (e.g.
+        EM's estimate of a mixture: chains then start in one labelling, past the
+        merged-components modes a mixture's chains can sit in), jittered by the sampler.
     parallel : bool
         Pyro backend: run chains in separate processes (the model must be picklable).
         nutpie always runs chains in parallel threads.
@@ -240,11 +267,13 @@ def run_nuts(
         trace = trace_model(model, args, kwargs)
         enumerated_sites(trace)  # refuses a discrete site it cannot sum out
         nesting = max_plate_nesting(trace)
-        sites, _, _ = unconstrained_sites(model, args, kwargs)
+        sites, _, transforms = unconstrained_sites(model, args, kwargs)
     dim = sum(int(torch.Size(shape).numel()) for _, shape in sites)
     if dim == 0:
         raise ValueError("the model has no continuous latent site: there is nothing for NUTS")
-    gaussian = _warm_start(init_from, sites) if init_from is not None else None
+    point = _point_start(init_from, sites, transforms) if isinstance(init_from, Mapping) else None
+    warm = init_from is not None and point is None
+    gaussian = _warm_start(init_from, sites) if warm else None
     # Measured (2026-12-02, 4 chains x 1000 draws): nutpie's low-rank metric gave 11x the
     # ESS per gradient of its diagonal one on a badly scaled regression with
     # correlations of 0.9 (555 vs 48 per 1000 gradients), and the same on eight schools;
@@ -268,6 +297,9 @@ def run_nuts(
             max_tree_depth=max_tree_depth,
             progress_bar=progress_bar,
             compile=compile,
+            start=None
+            if point is None
+            else torch.cat([point[n].reshape(-1) for n in sorted(point)]),
         )
         if asked_compile and runner != "compiled":
             warnings.warn(
@@ -275,7 +307,7 @@ def run_nuts(
             )
     else:
         runner = None
-        init, inverse_mass = (None, None) if gaussian is None else gaussian[2:]
+        init, inverse_mass = (point, None) if gaussian is None else gaussian[2:]
         opts = dict(
             seed=seed,
             dtype=dtype,
@@ -310,7 +342,7 @@ def run_nuts(
     )
 
 
-def _run_nutpie(model, args, kwargs, room, nesting, gaussian, low_rank, compile, **opts):
+def _run_nutpie(model, args, kwargs, room, nesting, gaussian, low_rank, compile, start, **opts):
     """nutpie on the model's flat potential: constrained draws and statistics."""
     # The first compilation on a machine takes ~15 s: a progress bar says what it waits for.
     status = tqdm(
@@ -342,7 +374,7 @@ def _run_nutpie(model, args, kwargs, room, nesting, gaussian, low_rank, compile,
         # NumPyro's defaults do. Measured on an enumerated two-component mixture with
         # ordered locations (benchmarks/mixture.py, 2026-12-02): started at the prior
         # median, 12 of 24 chains stayed in the merged-components mode; from 0, 1 of 24.
-        start = np.zeros(potential.dim)
+        start = np.zeros(potential.dim) if start is None else start.double().cpu().numpy()
         try:
             draws, stats = nutpie_sampler.sample(
                 potential, start, adaptation="low_rank" if low_rank else "diag", **opts

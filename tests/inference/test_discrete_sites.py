@@ -212,3 +212,13 @@ def test_a_discrete_site_without_finite_support_is_refused_by_name(engine, data)
             fit_svi(count_model, "normal", data, elbo="enum", num_steps=5)
         else:
             run_nuts(count_model, data, num_samples=5, warmup_steps=5, num_chains=1)
+
+
+def test_a_single_draw_is_replayed_with_the_assignments_summed_out(data):
+    """A plate of one draw leaves no dim in Pyro's packed tensors: the contraction must
+    not ask for it (it raised a KeyError)."""
+    samples = draws(1)
+    replayed = replay(broadcasting_mixture, (data,), {}, 1, samples=samples, discrete=True)
+    expected = log_joint(data, samples["weights"], samples["locs"])
+    torch.testing.assert_close(replayed.log_joint, expected, rtol=1e-5, atol=1e-4)
+    assert replayed.vectorized
