@@ -200,7 +200,7 @@ def _run_methods(case, methods, args, progress: bool):
         start = time.perf_counter()
         try:
             result = run_method(case, method, args.quick, args.seed, progress)
-            trees[method] = method_datatree(case, result, args.quick, args.seed)
+            trees[method] = method_datatree(case, method, result, args.quick, args.seed)
             results[method] = result
         except KeyboardInterrupt:
             return results, trees, failed, True

@@ -24,14 +24,14 @@ from matplotlib.patches import Patch
 from inference.lab.catalog import METHODS
 from inference.tables import as_datatree, flatten
 
-KNOWN_METHODS = (*METHODS, "svi-lowrank")  # a fixed colour each
-PALETTE = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9")
+KNOWN_METHODS = (*METHODS, "svi-lowrank", "em", "svi-map", "svi-meanfield", "sklearn-em")
+PALETTE = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9", "#1b9e77", "#d95f02", "#7570b3")
 REFERENCE_COLOR = "black"
 NORMAL_Q95 = NormalDist().inv_cdf(0.95)
 ARVIZ = {"backend": "matplotlib"}
 
 
-def _figure_kwargs(width: float, height: float) -> dict:
+def figure_kwargs(width: float, height: float) -> dict:
     return {"figsize": (width, height), "layout": "constrained"}
 
 
@@ -161,7 +161,7 @@ def marginals(
         data,
         kind="kde",
         visuals={"credible_interval": False, "point_estimate": False, "point_estimate_text": False},
-        figure_kwargs=_figure_kwargs(max(5.5, 2.3 * cols + 0.4), 1.9 * rows + 0.9),
+        figure_kwargs=figure_kwargs(max(5.5, 2.3 * cols + 0.4), 1.9 * rows + 0.9),
         col_wrap=cols,
         color=colors,
         **ARVIZ,
@@ -284,7 +284,7 @@ def trace(tree, var_names: Sequence[str] | None = None) -> Figure:
         tree,
         var_names=names,
         compact=True,
-        figure_kwargs=_figure_kwargs(8, 1.5 * len(names) + 0.6),
+        figure_kwargs=figure_kwargs(8, 1.5 * len(names) + 0.6),
         **ARVIZ,
     )
     fig = pc.viz["figure"].item()
@@ -307,7 +307,7 @@ def rank(tree, var_names: Sequence[str] | None = None) -> Figure:
     pc = arviz_plots.plot_rank(
         tree,
         var_names=names,
-        figure_kwargs=_figure_kwargs(2.6 * cols + 0.6, 2.0 * rows + 0.5),
+        figure_kwargs=figure_kwargs(2.6 * cols + 0.6, 2.0 * rows + 0.5),
         col_wrap=cols,
         **ARVIZ,
     )
@@ -327,7 +327,7 @@ def _size(da: xr.DataArray) -> int:
 
 def energy(tree) -> Figure:
     """ArviZ energy plot of NUTS draws: marginal vs transition energy, with E-BFMI per chain."""
-    pc = arviz_plots.plot_energy(as_datatree(tree), figure_kwargs=_figure_kwargs(8, 2.6), **ARVIZ)
+    pc = arviz_plots.plot_energy(as_datatree(tree), figure_kwargs=figure_kwargs(8, 2.6), **ARVIZ)
     fig = pc.viz["figure"].item()
     fig.suptitle("NUTS energy (E-BFMI < 0.3 flags poor exploration)", fontsize=10)
     return fig

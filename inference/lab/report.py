@@ -23,7 +23,7 @@ import pandas as pd
 import xarray as xr
 from matplotlib.figure import Figure
 
-from inference.lab import plots
+from inference.lab import mixture_plots, plots
 from inference.posterior.netcdf import netcdf_safe
 from inference.tables import as_datatree, compare, method_table, reference_frame
 
@@ -65,6 +65,8 @@ class Subject:
     reference: posterior summary indexed by parameter label (``mean``, ``sd``, optional
     ``q05``, ``q95``), or None. log_evidence: the exact log p(x) in nats, or None.
     funnel: ``(scale_site, vector_site)`` worth a NUTS pair plot, or None.
+    family: a model family whose own figures are added (``"mixture"``), or None.
+    metrics: ``metrics(method, tree) -> dict``, extra methods-table columns, or None.
     """
 
     name: str
@@ -72,6 +74,8 @@ class Subject:
     reference: pd.DataFrame | None = None
     log_evidence: float | None = None
     funnel: tuple[str, str] | None = None
+    family: str | None = None
+    metrics: object = None
 
 
 COLUMN_NOTES = {
@@ -94,8 +98,16 @@ COLUMN_NOTES = {
     "max_r_hat": "largest rank-normalised split R-hat over the parameters; chains agree when "
     "it is below 1.01.",
     "ess_bulk_per_s": "min_ess_bulk / elapsed_s: independent draws per second.",
-    "num_steps": "SVI optimisation steps taken; converged: whether the plateau rule stopped "
-    "the fit before the step budget ran out.",
+    "num_steps": "SVI optimisation steps taken (EM: iterations); converged: whether the "
+    "plateau rule (EM: the tolerance) stopped the fit before the budget ran out.",
+    "mean_loglik": "mean log-likelihood per point, log p(x_n | theta) averaged over the data, "
+    "at the method's estimate (the posterior mean for draws), nats.",
+    "ari": "adjusted Rand index of the most probable components against the true labels "
+    "(1: the same partition, 0: chance).",
+    "locs_error": "largest distance between a component's location and the truth's, after "
+    "matching components (Hungarian assignment), in data units.",
+    "max_r_hat_before_relabel": "NUTS's largest R-hat as sampled, before label switching was "
+    "undone; max_r_hat is after.",
     "z_mean": "(mean - ref_mean) / ref_sd: the error of the posterior mean in reference sds; "
     "|z_mean| < 0.1 is close.",
     "sd_ratio": "sd / ref_sd: 1 is right, below 1 overconfident (typical of KL(q || p) "
@@ -127,6 +139,9 @@ def run_tables(
     parameters = compare(trees, case.reference)
     parameters.insert(0, "case", case.name)
     methods = method_table(results, case.log_evidence, case.name, parameters=parameters)
+    if case.metrics is not None:
+        extra = pd.DataFrame([case.metrics(m, trees[m]) for m in methods["method"]])
+        methods = pd.concat([methods, extra.set_index(methods.index)], axis=1)
     if "divergences" in methods:
         methods["divergences"] = methods["divergences"].astype("Int64")
     if "num_steps" in methods:
@@ -163,6 +178,11 @@ def run_figures(
         makers["nuts_energy"] = lambda: plots.energy(nuts)
         if case.funnel is not None:
             makers["nuts_funnel"] = lambda: plots.funnel(nuts, *case.funnel)
+        if "before_relabel" in nuts.children:
+            makers["nuts_relabel"] = lambda: mixture_plots.relabelling(nuts)
+    if case.family == "mixture":
+        makers["clusters"] = lambda: mixture_plots.clusters(trees)
+        makers["em_svi"] = lambda: mixture_plots.em_and_svi(trees)
     figures, failed = {}, {}
     for name, make in makers.items():
         try:
@@ -233,6 +253,7 @@ def write_report(
         "description": case.description,
         "log_evidence": case.log_evidence,
         "funnel": case.funnel,
+        "family": case.family,
         "failed": dict(failed or {}),
         "settings": {k: str(v) for k, v in (settings or {}).items()},
     }
@@ -351,6 +372,7 @@ def rebuild(out_dir) -> Path:
         else None,
         log_evidence=run["log_evidence"],
         funnel=tuple(run["funnel"]) if run["funnel"] else None,
+        family=run.get("family"),
     )
     figures, failed_figures = run_figures(subject, trees, parameters)
     notes = dict(run["failed"]) | {f"figure {k}": v for k, v in failed_figures.items()}
@@ -380,10 +402,12 @@ def compact_table(parameters: pd.DataFrame, max_params: int = 10) -> pd.DataFram
     has_ref = "z_mean" in parameters and parameters["z_mean"].notna().any()
     table = {}
     for _, row in parameters[parameters["parameter"].isin(labels)].iterrows():
+        point = pd.isna(row["sd"])  # a point estimate (EM): one draw, no spread
         if has_ref and pd.notna(row["z_mean"]):
-            cell = f"{row['z_mean']:+.2f}/{row['sd_ratio']:.2f}"
+            ratio = "point" if point else f"{row['sd_ratio']:.2f}"
+            cell = f"{row['z_mean']:+.2f}/{ratio}"
         else:
-            cell = f"{row['mean']:.3g}±{row['sd']:.2g}"
+            cell = f"{row['mean']:.3g}" if point else f"{row['mean']:.3g}±{row['sd']:.2g}"
         table.setdefault(row["parameter"], {})[row["method"]] = cell
     frame = pd.DataFrame.from_dict(table, orient="index")
     frame = frame.reindex(index=labels, columns=list(dict.fromkeys(parameters["method"])))
@@ -468,6 +492,13 @@ FIGURE_CAPTIONS = {
     "means the sampler explores the tails poorly.",
     "nuts_funnel": "log tau against the first school's effect, NUTS draws; divergences (red) "
     "gather at the neck of the funnel.",
+    "nuts_relabel": "NUTS draws of the component locations per chain, as sampled and after "
+    "relabelling (each draw's components matched to a reference by a Hungarian assignment): "
+    "label switching undone before any diagnostic.",
+    "clusters": "The data coloured by EM's responsibilities, with each method's components "
+    "(2-sd ellipses, projected on the data's first two principal axes beyond 2-D).",
+    "em_svi": "EM's ELBO per point by iteration beside each SVI fit's by step: EM's never "
+    "decreases (it equals the log-likelihood after every E-step).",
 }
 
 CSS = """

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from inference.em import EMResult
 from inference.mcmc import NUTSResult
 from inference.svi import SVIResult
 
@@ -134,18 +135,25 @@ def method_table(
 
     ``kl_gap = log_evidence - elbo`` is KL(q || p) when the exact log evidence is known.
     A point-mass (MAP) guide has no entropy, so its ELBO is not a bound and is left out.
+    For EM (:func:`~inference.run_em`) ``elbo`` is its ELBO over the assignments at the
+    estimate, ``N x lower_bound`` (the log-likelihood, plus the log prior for MAP-EM), and
+    ``num_steps`` its iterations.
     ``parameters`` (the output of :func:`compare`) saves recomputing diagnostics.
     """
     params = parameters if parameters is not None else compare(results)
     rows = []
     for method, result in results.items():
-        if not isinstance(result, SVIResult | NUTSResult):
+        if not isinstance(result, SVIResult | NUTSResult | EMResult):
             raise TypeError(
-                f"method_table needs engine results (fit_svi, run_nuts), got "
+                f"method_table needs engine results (fit_svi, run_nuts, run_em), got "
                 f"{type(result).__name__} for {method!r}"
             )
         row = {"case": case, "method": method, "elapsed_s": result.elapsed_s}
-        if isinstance(result, SVIResult) and result.guide_name != "delta":
+        if isinstance(result, EMResult):
+            num_points = len(result.responsibilities)
+            row.update(elbo=result.lower_bound * num_points, num_steps=result.n_iter)
+            row["converged"] = result.converged
+        if isinstance(result, SVIResult) and not result.point_mass:
             est = result.elbo(num_particles=num_particles)
             row.update(elbo=est.value, elbo_mcse=est.mcse, iwae=est.iwae, khat=est.khat)
         if log_evidence is not None:

@@ -18,9 +18,11 @@ import xarray as xr
 
 from inference.lab.cases.base import FULL, QUICK, Budget, Case
 from inference.lab.cases.gaussian import eight_schools_case, normal_case
+from inference.lab.cases.mixture import gauss_mix_1d_case, gmm_case, iris_case
 from inference.lab.cases.user import CaseFileError, case_from_file
 from inference.lab.catalog import CASES, METHODS
 from inference.mcmc import NUTSResult, run_nuts
+from inference.sites import latent_sites, trace_model
 from inference.svi import SVIResult, fit_svi
 
 __all__ = [
@@ -41,6 +43,9 @@ _BUILDERS = {
     "normal": normal_case,
     "eight-schools": lambda: eight_schools_case(centered=False),
     "eight-schools-centered": lambda: eight_schools_case(centered=True),
+    "gmm": gmm_case,
+    "iris": iris_case,
+    "gauss-mix-1d": gauss_mix_1d_case,
 }
 
 
@@ -75,13 +80,16 @@ def run_method(
     progress_bar : bool
         Show the engine's progress bar.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    if method not in case.methods:
+        raise ValueError(
+            f"unknown method {method!r} for {case.name}; choose one of: {', '.join(case.methods)}"
+        )
     with warnings.catch_warnings():
         # torch.jit.trace is deprecated in favour of torch.compile; it is still the fastest
         # way to run Pyro's NUTS and ELBOs on small models, and it works.
         warnings.filterwarnings("ignore", message=".*torch.jit.trace", category=FutureWarning)
-        return _run(case, method, case.budget(quick), seed, progress_bar)
+        run = case.runner or _run
+        return run(case, method, case.budget(quick), seed, progress_bar)
 
 
 def _run(case, method, budget, seed, progress_bar):
@@ -103,6 +111,7 @@ def _run(case, method, budget, seed, progress_bar):
         case.model,
         case.guide if hand_written else method.removeprefix("svi-"),
         *case.args,
+        elbo=_elbo_for(case),
         num_steps=budget.num_steps,
         lr=case.guide_lr if hand_written else case.lr,
         num_particles=case.guide_particles if hand_written else 1,
@@ -111,10 +120,25 @@ def _run(case, method, budget, seed, progress_bar):
     )
 
 
+def _elbo_for(case) -> str:
+    """``"enum"`` for a model with discrete sites marked for enumeration (a user's
+    mixture), else ``"trace"``: autoguides cover the continuous sites only."""
+    prototype = trace_model(case.model, case.args, {})
+    marked = [
+        name
+        for name in latent_sites(prototype)
+        if prototype.nodes[name]["infer"].get("enumerate") == "parallel"
+    ]
+    return "enum" if marked else "trace"
+
+
 def method_datatree(
-    case: Case, result: NUTSResult | SVIResult, quick: bool = False, seed: int = 0
+    case: Case, method: str, result, quick: bool = False, seed: int = 0
 ) -> xr.DataTree:
-    """The DataTree of a result: NUTS draws as they are, ``num_draws`` draws from a guide."""
+    """The DataTree of a result: NUTS draws as they are, ``num_draws`` draws from a guide
+    (or what the case's family makes of it, ``case.to_tree``)."""
+    if case.to_tree is not None:
+        return case.to_tree(case, method, result, case.budget(quick), seed)
     if isinstance(result, SVIResult):
         return result.to_datatree(num_samples=case.budget(quick).num_draws, seed=seed)
     return result.to_datatree()

@@ -54,6 +54,12 @@ class Case:
     funnel: ``(scale_site, vector_site)`` of a hierarchical funnel whose NUTS draws are worth
     a pair plot (log scale against the first element), or None.
     target_accept: NUTS's target acceptance probability.
+    family: the model family whose figures the report adds (``"mixture"``), or None.
+    runner: ``runner(case, method, budget, seed, progress_bar) -> result`` for a family's
+    own methods (EM, scikit-learn), or None for the generic SVI and NUTS ones.
+    to_tree: ``to_tree(case, method, result, budget, seed) -> DataTree`` where a family's
+    trees need more than ``result.to_datatree()`` (relabelling, data), or None.
+    metrics: ``metrics(method, tree) -> dict`` of extra methods-table columns, or None.
     """
 
     name: str
@@ -70,6 +76,10 @@ class Case:
     guide_particles: int = 1
     funnel: tuple[str, str] | None = None
     target_accept: float = 0.8
+    family: str | None = None
+    runner: Callable | None = None
+    to_tree: Callable | None = None
+    metrics: Callable | None = None
 
     @property
     def default_methods(self) -> tuple[str, ...]:
@@ -81,7 +91,15 @@ class Case:
         """What the report says about the case (:class:`~inference.lab.report.Subject`)."""
         from inference.lab.report import Subject
 
-        return Subject(self.name, self.description, self.reference, self.log_evidence, self.funnel)
+        return Subject(
+            self.name,
+            self.description,
+            self.reference,
+            self.log_evidence,
+            self.funnel,
+            self.family,
+            self.metrics,
+        )
 
     def budget(self, quick: bool) -> Budget:
         """The quick or the full budget."""
