@@ -2,9 +2,10 @@
 
 NUTS on non-centered eight schools, an enumerated Gaussian mixture and a badly scaled
 regression (:mod:`benchmarks.cases`), and a workload of four regressions
-(:mod:`benchmarks.workload`); SVI on eight schools. Full budgets by default
-(about 15 minutes on two cores); ``--quick`` for a check that the code runs (a few
-minutes). Prints the tables and writes ``results.json``.
+(:mod:`benchmarks.workload`); SVI on eight schools; the mixture scaling study (EM,
+scikit-learn, SVI and NUTS from N = 1e3 to 1e7: :mod:`benchmarks.mixture_scaling`). Full
+budgets by default (about 20 minutes on two cores); ``--quick`` for a check that the code
+runs (a few minutes). Prints the tables and writes ``results.json``.
 """
 
 import argparse
@@ -59,6 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="intra-op threads for torch and XLA (default 1; 0 leaves the libraries' defaults)",
     )
     parser.add_argument("--no-numpyro", action="store_true", help="leave NumPyro out")
+    parser.add_argument(
+        "--no-scaling", action="store_true", help="leave the mixture scaling study out"
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -313,13 +317,22 @@ def main(argv=None) -> int:
     if with_numpyro:
         more_nuts, more_svi = run_numpyro(budget, args.seed)
         nuts, svi = nuts + more_nuts, svi + more_svi
+    scaling = None
+    if not args.no_scaling:
+        from benchmarks import mixture_scaling as ms
+
+        plan, figure = (ms.QUICK, ms.FIGURE_QUICK) if args.quick else (ms.FULL, ms.FIGURE)
+        scaling = ms.run_study(plan, args.seed, args.threads, figure)
+        _log(f"  mixture scaling study: {scaling['elapsed_s']:.1f} s")
     nuts_frame = report.nuts_table([run.summary() for run in nuts])
     svi_frame = report.svi_table(summarise(svi))
     verdict = report.goals(nuts_frame, svi_frame, workload["total_s"], seeds)
+    if scaling is not None:
+        verdict["mixture_scaling_goals"] = scaling["goals"]
     if args.quick:
         print("--quick: budgets too small for these numbers to mean anything; see README.md\n")
     ess_over = {case.name: case.ess_over for case in CASES.values()}
-    print(report.render(nuts_frame, svi_frame, verdict, ess_over, workload, seeds))
+    print(report.render(nuts_frame, svi_frame, verdict, ess_over, workload, seeds, scaling))
     settings = {
         "mode": "quick" if args.quick else "full",
         "budget": asdict(budget),
@@ -332,6 +345,8 @@ def main(argv=None) -> int:
     }
     out = args.out or HERE / ("results-quick.json" if args.quick else "results.json")
     extra = {"workload": workload, "mixture_seeds": seeds}
+    if scaling is not None:
+        extra["mixture_scaling"] = scaling
     report.write_json(out, machine, settings, nuts_frame, svi_frame, verdict, extra)
     _log(f"wrote {out}")
     return 0

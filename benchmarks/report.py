@@ -20,6 +20,10 @@ NUMPYRO_SVI_PREFIX = "NumPyro"
 NUTS_GOAL = 0.5  # vilab's ESS/s at least half of NumPyro's (cold; 1x warm)
 WORKLOAD_GOAL_S = 60.0  # the four-regression workload's NUTS, in all
 SVI_GOAL = 1.0  # vilab's time to answer no more than NumPyro's
+EM_SPEED_GOAL = 4.0  # vilab EM's iterations at least 4x as fast as scikit-learn's at 1e6
+EM_GOAL_N = 10**6
+MINIBATCH_FLAT_GOAL = 1.2  # minibatch SVI's step at 1e7 within 1.2x of its step at 1e4
+FLAT_FROM, FLAT_TO = 10**4, 10**7
 
 
 def _ratio(value: float, base: float | None) -> float:
@@ -164,6 +168,122 @@ def goals(
     return out
 
 
+def _unit_cost(records: list[dict], method: str, n: int, key: str = "per_unit_s") -> float:
+    rows = [r for r in records if r["method"] == method and r["n"] == n]
+    value = rows[0].get(key) if rows else None
+    return float("nan") if value is None else float(value)
+
+
+def scaling_goals(records: list[dict]) -> list[dict]:
+    """The mixture scaling study's goals (:mod:`benchmarks.mixture_scaling`), each a
+    ``goal``, the measured ``value``, ``met`` (None when a size was not run) and ``status``.
+
+    vilab EM's time per iteration at N = 1e6 at most a quarter of scikit-learn's, with no
+    more peak memory for the fit (the process's imports and the data not counted); minibatch
+    SVI's time per step at N = 1e7 within 1.2x of its time at N = 1e4. The goals are on
+    wall-clock time; ``cpu_value`` is the same ratio on process CPU time, which another
+    process on the machine disturbs less.
+    """
+    from benchmarks.mixture_scaling import EM, SKLEARN, SVI_MINI
+
+    def ratio(top, bottom, key="per_unit_s"):
+        return _ratio(_unit_cost(records, *top, key), _unit_cost(records, *bottom, key))
+
+    speed = (SKLEARN, EM_GOAL_N), (EM, EM_GOAL_N)
+    flat = (SVI_MINI, FLAT_TO), (SVI_MINI, FLAT_FROM)
+    out = [
+        (
+            f"vilab EM per iteration at N = 1e6: >= {EM_SPEED_GOAL:g} x faster than scikit-learn",
+            ratio(*speed),
+            ratio(*speed, key="cpu_per_unit_s"),
+            EM_SPEED_GOAL,
+            ">=",
+        ),
+        (
+            "vilab EM's fit at N = 1e6: peak memory <= scikit-learn's (ratio)",
+            ratio((EM, EM_GOAL_N), (SKLEARN, EM_GOAL_N), key="peak_mb"),
+            float("nan"),
+            1.0,
+            "<=",
+        ),
+        (
+            f"minibatch SVI per step at N = 1e7 within {MINIBATCH_FLAT_GOAL:g} x of N = 1e4",
+            ratio(*flat),
+            ratio(*flat, key="cpu_per_unit_s"),
+            MINIBATCH_FLAT_GOAL,
+            "<=",
+        ),
+    ]
+    goals = []
+    for goal, value, cpu_value, bound, sense in out:
+        met = (
+            None if math.isnan(value) else bool(value >= bound if sense == ">=" else value <= bound)
+        )
+        status = _status(met, "not run")
+        goals.append(
+            {"goal": goal, "value": value, "cpu_value": cpu_value, "met": met, "status": status}
+        )
+    return goals
+
+
+SCALING_COLUMNS = {
+    "method": "method",
+    "n": "N",
+    "unit": "unit",
+    "per_unit_ms": "ms per unit",
+    "cpu_per_unit_ms": "CPU ms per unit",
+    "units_run": "units run",
+    "converged": "converged",
+    "units_to_target": "units to target",
+    "time_to_target_s": "time to target s",
+    "gap_nats": "gap nats/pt",
+    "peak_mb": "fit peak MB",
+    "anon_peak_mb": "heap in steps MB",
+    "data_mb": "data MB",
+    "imports_mb": "RSS after imports MB",
+    "note": "note",
+}
+
+
+def scaling_table(records: list[dict]) -> pd.DataFrame:
+    """One row per method and N, in the order methods and sizes were run."""
+    frame = pd.DataFrame(records)
+    frame["per_unit_ms"] = frame["per_unit_s"] * 1e3
+    frame["cpu_per_unit_ms"] = frame["cpu_per_unit_s"] * 1e3
+    frame["n"] = [f"{n:.0e}".replace("e+0", "e") for n in frame["n"]]
+    for column in ("units_run", "units_to_target"):  # counts, with gaps where not measured
+        if column in frame:
+            frame[column] = pd.Series(
+                [None if pd.isna(v) else int(v) for v in frame[column]], dtype=object
+            )
+    return frame
+
+
+def _known(value) -> bool:
+    return value is not None and not math.isnan(value)
+
+
+def render_scaling(study: dict) -> str:
+    """The study's table, its goals and how to read them."""
+    frame = scaling_table(study["records"])
+    goals = [
+        f"goal: {g['goal']}: {g['status']} ({_cell(g['value'])}"
+        + (f"; on CPU time {_cell(g['cpu_value'])})" if _known(g.get("cpu_value")) else ")")
+        for g in study["goals"]
+    ]
+    return "\n".join(
+        [
+            "Mixture scaling (benchmarks/mixture_scaling.py; D = 2, K = 3; one process per "
+            "method; unit: an EM iteration, an SVI step or a NUTS gradient; target: within "
+            f"{study['target_nats']:g} nats per point of EM's optimum, time from the call; "
+            "fit peak: resident memory above what the process held before the fit)",
+            markdown(frame, SCALING_COLUMNS),
+            "",
+            *goals,
+        ]
+    )
+
+
 def _status(met: bool | None, why: str) -> str:
     return f"not measured ({why})" if met is None else ("MET" if met else "NOT MET")
 
@@ -273,8 +393,10 @@ def render(
     ess_over=None,
     workload=None,
     seeds=None,
+    scaling=None,
 ) -> str:
-    """The text ``python -m benchmarks`` prints: the tables and the goals."""
+    """The text ``python -m benchmarks`` prints: the tables and the goals (and the mixture
+    scaling study's, when ``scaling`` holds it)."""
     seed_lines = []
     if seeds:
         medians = "; ".join(f"{k}: {_cell(v)}" for k, v in seeds["median_ess_per_s"].items())
@@ -315,6 +437,7 @@ def render(
             f"({_cell(verdict['svi_vilab_time_to_answer_vs_numpyro'])} x{reached}; "
             "until fit_svi returns, against NumPyro's fixed budget: "
             f"{_cell(verdict['svi_vilab_returned_vs_numpyro_returned'])} x)",
+            *(["", render_scaling(scaling)] if scaling else []),
         ]
     )
 
