@@ -16,6 +16,7 @@ NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 SMOKE_TESTED = [
     "00_bring_your_own_model.ipynb",
     "01_gaussian_latent.ipynb",
+    "02_mixture_em_vs_vi.ipynb",
 ]
 
 
