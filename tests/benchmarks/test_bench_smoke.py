@@ -29,6 +29,7 @@ from benchmarks import (  # noqa: E402
     cold,
     measures,
     mixture,
+    mixture_scaling,
     mixture_seeds,
     regression,
     report,
@@ -47,7 +48,7 @@ def test_imports_without_numpyro():
         "sys.modules['jax'] = None\n"
         "import benchmarks, benchmarks.cli, benchmarks.nuts, benchmarks.svi, benchmarks.report\n"
         "import benchmarks.cases, benchmarks.cold, benchmarks.mixture, benchmarks.regression\n"
-        "import benchmarks.workload, benchmarks.mixture_seeds\n"
+        "import benchmarks.workload, benchmarks.mixture_seeds, benchmarks.mixture_scaling\n"
         "assert not benchmarks.cli.numpyro_available()\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
@@ -205,3 +206,53 @@ def test_a_failing_run_becomes_a_row():
     frame = report.nuts_table([run.summary() for run in runs])
     assert frame["error"].tolist() == ["RuntimeError: no luck"]
     assert "no luck" in report.markdown(frame, report.NUTS_COLUMNS)
+
+
+def test_mixture_scaling_runs_small_and_reports(tmp_path):
+    """Every method of the scaling study at tiny sizes, in this process (the full study
+    starts one process per method); the table, the goals, the figure and results.json."""
+    figure = tmp_path / "scaling.png"
+    study = mixture_scaling.run_study(mixture_scaling.TINY, figure=figure, log=lambda m: None)
+    frame = report.scaling_table(study["records"])
+    plan = mixture_scaling.TINY
+    expected = {
+        mixture_scaling.EM: len(plan.sizes),
+        mixture_scaling.SKLEARN: len(plan.sizes),
+        mixture_scaling.SVI_FULL: len(plan.sizes),
+        mixture_scaling.SVI_MINI: len(plan.sizes),
+        mixture_scaling.SVI_MEMMAP: len(plan.memmap_sizes),
+        mixture_scaling.NUTS: 1,
+    }
+    assert frame["method"].value_counts().to_dict() == expected
+    assert (frame["per_unit_s"] > 0).all() and figure.stat().st_size > 0
+    em = frame[frame["method"] == mixture_scaling.EM]
+    assert em["converged"].all() and (em["gap_nats"] == 0).all()
+    sklearn = frame[frame["method"] == mixture_scaling.SKLEARN]
+    assert (sklearn["gap_nats"].abs() < 1e-6).all()  # the same optimum from the same start
+    fed = frame[frame["method"] == mixture_scaling.SVI_MINI]
+    assert fed["batch"].tolist() == [plan.batch] * len(plan.sizes)
+    assert [g["met"] for g in study["goals"]] == [None] * 3  # 1e4, 1e6, 1e7 not run
+    text = report.render_scaling(study)
+    assert "not measured" in text and mixture_scaling.SVI_MEMMAP in text
+    out = tmp_path / "results.json"
+    out.write_text(json.dumps({"nuts": []}))
+    mixture_scaling.write_results(study, out, {"machine": "test"})
+    saved = json.loads(out.read_text())
+    assert saved["nuts"] == [] and len(saved["mixture_scaling"]["records"]) == len(frame)
+    assert len(saved["goals"]["mixture_scaling_goals"]) == 3
+
+
+def test_the_epoch_start_steps_are_those_that_draw_a_permutation(monkeypatch):
+    """The steps the per-step mean leaves out are those whose minibatch draws an epoch."""
+    from inference.svi.batches import EpochSampler
+
+    size, batch = 1003, 100
+    drawn, randperm = [], torch.randperm
+    monkeypatch.setattr(torch, "randperm", lambda *a, **k: drawn.append(1) or randperm(*a, **k))
+    sampler, drew = EpochSampler(size, batch, seed=0), []
+    for _ in range(40):
+        before = len(drawn)
+        sampler.next()
+        drew.append(len(drawn) > before)
+    expected = mixture_scaling._epoch_starts(np.arange(1, 40), batch, size)
+    assert drew[0] and np.array_equal(np.asarray(drew[1:]), expected)
