@@ -25,3 +25,14 @@ def check_probability(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
         raise ValueError(f"{name} must be strictly between 0 and 1, got {value!r}")
     return float(value)
+
+
+def check_keys(name: str, given: dict, expected: tuple) -> None:
+    """``given`` must have exactly the keys ``expected``; the error lists what is off."""
+    unknown = sorted(set(given) - set(expected))
+    missing = [key for key in expected if key not in given]
+    if unknown or missing:
+        raise ValueError(
+            f"{name} has unknown keys {unknown} and lacks keys {missing}: it needs exactly "
+            f"{expected}"
+        )

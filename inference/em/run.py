@@ -33,7 +33,7 @@ from inference.em.steps import (
     to_full,
 )
 from inference.isolation import check_seed
-from inference.validation import check_positive_float, check_positive_int
+from inference.validation import check_keys, check_positive_float, check_positive_int
 
 INIT_KEYS = ("weights", "locs", "covariances")
 
@@ -336,13 +336,7 @@ def _check_init(init, num_components: int, num_features: int, covariance: str):
         return None
     if not isinstance(init, dict):
         raise ValueError(f"init must be 'k-means++' or a dict of {INIT_KEYS}, got {type(init)}")
-    unknown = sorted(set(init) - set(INIT_KEYS))
-    missing = [key for key in INIT_KEYS if key not in init]
-    if unknown or missing:
-        raise ValueError(
-            f"init has unknown keys {unknown} and lacks keys {missing}: it needs exactly "
-            f"{INIT_KEYS}"
-        )
+    check_keys("init", init, INIT_KEYS)
     k, d = num_components, num_features
     weights = _init_array(init, "weights", [(k,)], "(K,)")
     locs = _init_array(init, "locs", [(k, d)], "(K, D)")

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from inference.validation import check_keys
+
 COVARIANCE_TYPES = ("full", "diag", "spherical")
 PRIOR_KEYS = ("concentration", "loc_mean", "loc_scale", "variance_shape", "variance_rate")
 DTYPE = torch.float64
@@ -459,13 +461,7 @@ def make_prior(prior: dict, num_components: int, num_features: int, covariance: 
         )
     if not isinstance(prior, dict):
         raise ValueError(f"prior must be a dict with keys {PRIOR_KEYS}, got {type(prior)}")
-    unknown = sorted(set(prior) - set(PRIOR_KEYS))
-    missing = [key for key in PRIOR_KEYS if key not in prior]
-    if unknown or missing:
-        raise ValueError(
-            f"prior has unknown keys {unknown} and lacks keys {missing}: it needs exactly "
-            f"{PRIOR_KEYS}"
-        )
+    check_keys("prior", prior, PRIOR_KEYS)
     spherical = covariance == "spherical"
     concentration = _vector(prior, "concentration", num_components, "K", False)
     if not bool((concentration >= 1).all()):
