@@ -5,6 +5,6 @@ Each hand-written module mirrors the model module of the same name in :mod:`mode
 ``guides.gaussian_latent.guide`` for ``models.gaussian_latent.model``.
 """
 
-from guides import auto, eight_schools, gaussian_latent, mixture
+from guides import auto, eight_schools, gaussian_latent, mixture, vae
 
-__all__ = ["auto", "eight_schools", "gaussian_latent", "mixture"]
+__all__ = ["auto", "eight_schools", "gaussian_latent", "mixture", "vae"]

@@ -17,6 +17,7 @@ _WHERE = {
     "compare": "inference.tables",
     "fit_svi": "inference.svi",
     "method_table": "inference.tables",
+    "per_datum_bounds": "inference.evidence",
     "relabel": "inference.posterior.relabel",
     "report": "inference.lab.report",
     "run_em": "inference.em",

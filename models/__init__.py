@@ -4,6 +4,6 @@ Each module is one model family, e.g. ``from models import gaussian_latent`` and
 ``gaussian_latent.model``, ``gaussian_latent.exact_log_evidence``.
 """
 
-from models import eight_schools, gaussian_latent, mixture
+from models import eight_schools, gaussian_latent, images, mixture, vae
 
-__all__ = ["eight_schools", "gaussian_latent", "mixture"]
+__all__ = ["eight_schools", "gaussian_latent", "images", "mixture", "vae"]

@@ -3,9 +3,10 @@
 A model with ``pyro.plate(name, N, subsample_size=n)`` makes Pyro draw
 ``torch.randperm(N)`` at every call, so each minibatch step costs O(N) (21 ms at
 N = 1e6). When the model has exactly one such plate, :func:`~inference.svi.fit_svi`
-draws the indices itself and hands them to the plate as the value of its subsample site
-(:class:`GivenSubsample`), in the model and in the guide alike: Pyro's plate then takes
-them instead of drawing its own, and keeps its likelihood scale ``N / n``. This is
+draws the indices itself and hands them to the plate as the value of its subsample
+site (:class:`~inference.subsample.GivenSubsample`), in the model and in the guide
+alike: Pyro's plate then takes them instead of drawing its own, and keeps its
+likelihood scale ``N / n``. This is
 ``poutine.condition(fn, data={name: indices})`` (as :class:`~inference.posterior.replay.Cover`
 does) except that the site is not marked observed: Pyro's ELBOs check that every plate
 of the guide is an unobserved subsample site of the model, and warn on every step when
@@ -34,10 +35,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from pyro.poutine.messenger import Messenger
-from pyro.poutine.util import site_is_subsample
 
 from inference.sites import subsampled_plates
+from inference.subsample import GivenSubsample
 
 INT32_UP_TO = 2**31 - 1  # a permutation of up to this many indices is stored as int32
 
@@ -114,29 +114,6 @@ class EpochSampler:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         if not 0 <= self.position < self.size:
             raise ValueError(f"minibatch position {self.position} is outside 0..{self.size - 1}")
-
-
-class GivenSubsample(Messenger):
-    """Gives the plate ``plate`` the subsample ``indices`` (the value its site would draw)."""
-
-    def __init__(self, plate: str, indices: torch.Tensor):
-        super().__init__()
-        self.plate, self.indices = plate, indices
-
-    def _pyro_sample(self, msg) -> None:
-        if msg["name"] == self.plate and site_is_subsample(msg):
-            msg["value"] = self.indices
-
-
-class FirstIndices(Messenger):
-    """Gives every plate that would draw its subsample the indices ``0 .. n - 1`` instead:
-    for a trace that only needs the model's structure (its sites, shapes and plates),
-    without Pyro's ``randperm(N)`` (O(N) time and 8 bytes per index)."""
-
-    def _pyro_sample(self, msg) -> None:
-        fn = msg["fn"]
-        if site_is_subsample(msg) and msg["value"] is None and fn.subsample_size is not None:
-            msg["value"] = torch.arange(min(fn.subsample_size, fn.size), device=fn.device)
 
 
 @dataclass(frozen=True, eq=False)

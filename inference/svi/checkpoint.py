@@ -28,10 +28,26 @@ def fingerprint(model, guide, args, kwargs, settings: dict) -> dict:
     return {
         "model": _name(model),
         "guide": guide if isinstance(guide, str) else _name(guide),
+        **_architecture("model", model),
+        **_architecture("guide", guide),
         "args": ", ".join(describe(a) for a in args),
         "kwargs": ", ".join(f"{k}={describe(v)}" for k, v in sorted(kwargs.items())),
         **{k: str(v) for k, v in settings.items() if k != "num_steps"},
     }
+
+
+def _architecture(role: str, fn) -> dict:
+    """``{"<role> network": description}`` when ``fn`` is a method of a ``torch.nn.Module``
+    (a VAE's ``decoder.model``): its sizes, so a checkpoint of another architecture is
+    refused saying what differs. The module's ``extra_repr`` where it has one, else the
+    shapes of its parameters."""
+    module = getattr(fn, "__self__", None)
+    if not isinstance(module, torch.nn.Module):
+        return {}
+    what = module.extra_repr() or ", ".join(
+        f"{name} {tuple(p.shape)}" for name, p in module.named_parameters()
+    )
+    return {f"{role} network": f"{type(module).__name__}({what})"}
 
 
 def _name(fn) -> str:

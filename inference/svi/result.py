@@ -12,7 +12,7 @@ from pyro.poutine.util import site_is_subsample
 
 from inference.evidence import ElboEstimate, estimate_elbo, pareto_khat, smoothed_weights
 from inference.evidence.psis import OK_UP_TO
-from inference.isolation import Room, isolated
+from inference.isolation import Room, cast, isolated
 from inference.posterior.datatree import model_coords, model_dims, to_datatree
 from inference.posterior.draws import guide_draws, take_draws, weighted_guide_draws
 from inference.validation import check_positive_int
@@ -45,7 +45,42 @@ class SVIResult:
     laplace: object
     settings: dict
     room: Room
-    _params: dict = field(repr=False)
+    _params: dict | None = field(repr=False)
+
+    @classmethod
+    def from_guide(
+        cls,
+        model,
+        guide,
+        *model_args,
+        losses=(),
+        elapsed_s: float = 0.0,
+        settings: dict | None = None,
+        seed: int = 0,
+        dtype: torch.dtype | None = torch.float64,
+    ) -> "SVIResult":
+        """The result of a guide fitted elsewhere, for the tables, trees and bounds.
+
+        E.g. a VAE's encoder (trained on other data) as the guide of one image's latent:
+        ``guide`` holds its parameters itself (``pyro.module``), ``losses`` and
+        ``elapsed_s`` are those of its training. Not converged by vilab's rule.
+        """
+        room = Room(seed, dtype)
+        args = tuple(cast(a, dtype) for a in model_args)
+        return cls(
+            model=model,
+            guide=guide,
+            args=args,
+            kwargs={},
+            losses=np.asarray(losses, dtype=float),
+            converged=False,
+            elapsed_s=float(elapsed_s),
+            guide_name=None,
+            laplace=None,
+            settings=dict(settings or {}),
+            room=room,
+            _params=None,  # the guide holds its parameters: each use gets a fresh store
+        )
 
     @property
     def method(self) -> str:

@@ -16,6 +16,12 @@ moments have stopped moving too (:class:`~inference.svi.convergence.MomentDrift`
 
 Nothing here depends on ``num_steps``: the budget only says when to give up, so a fit
 with a larger budget follows the same path as one with a smaller budget, and goes on.
+
+``Schedule(lr, adaptive=False)`` is the other schedule: ``lr`` at every step, never a
+plateau, never converged; the fit runs its budget and returns its last iterate. That is
+how networks are trained (the VAE, by epochs): their loss is a minibatch estimate whose
+plateau says little, and a network's "posterior moments" (its weights) are not a
+posterior to settle.
 """
 
 from dataclasses import dataclass
@@ -26,6 +32,7 @@ STEP_DOWN = 0.3  # the learning rate's factor at each plateau with moments still
 MIN_FACTOR = 1e-3  # the smallest learning rate before the cool-down, as a fraction of lr
 
 CLIMB, COOL, DONE = "climb", "cool", "done"
+SCHEDULES = ("adaptive", "constant")
 
 
 @dataclass
@@ -34,10 +41,12 @@ class Schedule:
 
     phase: ``climb`` → ``cool`` (annealing, once converged) → ``done``. factor: the
     current rate as a fraction of ``lr``. cooling_since: the first step of the cool-down.
-    rate_since: the first step at the current rate.
+    rate_since: the first step at the current rate. adaptive: False for the constant
+    schedule (``lr`` throughout; :meth:`plateau` is never called).
     """
 
     lr: float
+    adaptive: bool = True
     phase: str = CLIMB
     factor: float = 1.0
     cooling_since: int | None = None

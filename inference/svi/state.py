@@ -53,6 +53,8 @@ class StepInfo:
     data set). lr: its learning rate. phase: the schedule's phase after it (``climb``,
     ``cool``, ``done``). drift: the latest moment drift (posterior sds over
     the judged span; inf until known). done: the fit has converged and stops here.
+    epoch: passes over the data completed after it (fractional; on a model with a fed
+    plate, ``steps × n / N``; otherwise the steps taken, each step seeing all the data).
     """
 
     step: int
@@ -61,6 +63,7 @@ class StepInfo:
     phase: str
     drift: float
     done: bool
+    epoch: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,13 @@ class SVIState:
     batches: EpochSampler | None = None
 
     @property
+    def epochs(self) -> float:
+        """Passes over the data so far (a fed plate's ``n / N`` per step; else one per step)."""
+        if self.batches is None:
+            return float(self.step)
+        return self.step / self.batches.steps_per_epoch
+
+    @property
     def converged(self) -> bool:
         """The schedule finished its cool-down: the convergence rule stopped the fit."""
         return self.schedule.phase == DONE
@@ -158,19 +168,24 @@ class SVIState:
 
 
 def discover_params(problem: Problem, state: SVIState):
-    """Run the guide once (without touching the RNG stream) to create its parameters.
+    """Run the guide, then the model on the guide's draws, once (without touching the RNG
+    stream) to create their parameters (e.g. a network's weights, ``pyro.module``).
 
     The optimiser then holds every parameter from the first step, in name order, so a
     checkpoint's optimiser state maps onto a resumed fit's parameters. Returns the
     guide's trace (its sample sites say which latent sites it covers). With a fed plate
-    the guide runs on a fixed minibatch.
+    both run on a fixed minibatch.
     """
-    guide, args = problem.guide, problem.args
+    guide, model, args = problem.guide, problem.model, problem.args
     if problem.feed is not None:
-        guide, args = problem.feed.guide, problem.feed.args(problem.feed.fixed(0))
+        guide, model = problem.feed.guide, problem.feed.model
+        args = problem.feed.args(problem.feed.fixed(0))
     with torch.random.fork_rng(devices=_cuda_devices()), poutine.block():
         trace = poutine.trace(guide).get_trace(*args, **problem.kwargs)
-    _add_params(state, trace, state.schedule.lr)
+        _add_params(state, trace, state.schedule.lr)
+        with poutine.trace(param_only=True) as capture, poutine.replay(trace=trace):
+            model(*args, **problem.kwargs)
+    _add_params(state, capture.trace, state.schedule.lr)
     return trace
 
 
@@ -201,18 +216,46 @@ def compile_loss(problem: Problem, eager_fn=None) -> None:
 
 
 FED_RTOL = 1e-6  # compiled and eager losses on the same minibatch and random numbers
+FED_DRAWS = 16  # loss evaluations per side when the two draw different random numbers
+FED_MAX_Z = 5.0  # their means may differ by this many standard errors
 
 
 def _check_fed_compiled(problem: Problem, eager_fn) -> None:
+    """The compiled loss must follow the minibatch: checked on a minibatch it was not
+    traced on, against the eager loss.
+
+    With the same seed the two usually draw the same numbers and must agree to round-off.
+    Not always: under the tracer torch draws normal variates by another routine
+    (``torch.normal`` instead of ``normal_``), so a guide that samples gets other draws.
+    Then the compiled loss must differ between two minibatches with the same random
+    numbers (a graph with the indices baked in gives both the first one's loss), and the
+    two losses' means over ``FED_DRAWS`` seeds must agree within ``FED_MAX_Z`` standard
+    errors.
+    """
     other = problem.feed.fixed(1)
-    losses = []
-    for loss_fn in (problem.loss_fn, eager_fn):
-        torch.manual_seed(MOMENT_SEED)
-        with poutine.block():
-            losses.append(float(problem.loss(other, loss_fn).detach()))
-    compiled, eager = losses
-    if not math.isclose(compiled, eager, rel_tol=FED_RTOL, abs_tol=FED_RTOL):
-        raise ValueError(f"the compiled loss ignores the minibatch indices ({compiled} != {eager})")
+
+    def losses(loss_fn, seeds, indices=other) -> list[float]:
+        out = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            with poutine.block():
+                out.append(float(problem.loss(indices, loss_fn).detach()))
+        return out
+
+    (compiled,), (eager,) = losses(problem.loss_fn, [MOMENT_SEED]), losses(eager_fn, [MOMENT_SEED])
+    if math.isclose(compiled, eager, rel_tol=FED_RTOL, abs_tol=FED_RTOL):
+        return
+    (first,) = losses(problem.loss_fn, [MOMENT_SEED], problem.feed.fixed(0))
+    if first == compiled:
+        raise ValueError(f"the compiled loss ignores the minibatch indices ({compiled} twice)")
+    seeds = range(MOMENT_SEED, MOMENT_SEED + FED_DRAWS)
+    compiled, eager = np.array(losses(problem.loss_fn, seeds)), np.array(losses(eager_fn, seeds))
+    se = math.sqrt((compiled.var(ddof=1) + eager.var(ddof=1)) / FED_DRAWS)
+    if not abs(compiled.mean() - eager.mean()) <= FED_MAX_Z * se:
+        raise ValueError(
+            f"the compiled loss ignores the minibatch indices "
+            f"({compiled.mean():.6g} != {eager.mean():.6g} ± {se:.2g})"
+        )
 
 
 def _add_params(state: SVIState, trace, lr: float) -> None:
@@ -257,10 +300,11 @@ def svi_step(problem: Problem, state: SVIState, first_call: bool = False) -> Ste
         state.optimizer.zero_grad()
         loss.backward()
         state.optimizer.step()
-    _update_average(state)
     state.losses.append(value)
     state.step += 1
-    _judge(problem, state, step)
+    if state.schedule.adaptive:
+        _update_average(state)
+        _judge(problem, state, step)
     return StepInfo(
         step=step,
         loss=value,
@@ -268,6 +312,7 @@ def svi_step(problem: Problem, state: SVIState, first_call: bool = False) -> Ste
         phase=state.schedule.phase,
         drift=state.drift.drift(),
         done=state.schedule.phase == DONE,
+        epoch=state.epochs,
     )
 
 
