@@ -99,3 +99,14 @@ def subsampled_plates(trace) -> dict[str, tuple[int, int]]:
         if site["type"] == "sample" and site_is_subsample(site)
     }
     return {name: sizes for name, sizes in plates.items() if sizes[1] < sizes[0]}
+
+
+def plate_size(trace, plate: str) -> int:
+    """The full size of the plate ``plate`` of ``trace``; ValueError listing its plates."""
+    site = trace.nodes.get(plate)
+    if site is None or not site_is_subsample(site):
+        plates = sorted(name for name, s in trace.nodes.items() if site_is_subsample(s))
+        raise ValueError(
+            f"the model has no plate {plate!r}; its plates: {', '.join(plates) or 'none'}"
+        )
+    return int(site["fn"].size)

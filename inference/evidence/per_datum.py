@@ -29,7 +29,7 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from inference.isolation import Room, check_seed, isolated, prepare, resolve_device
-from inference.sites import max_plate_nesting, trace_model
+from inference.sites import max_plate_nesting, plate_size, trace_model
 from inference.subsample import FirstIndices, GivenSubsample
 from inference.validation import check_positive_int
 
@@ -124,12 +124,8 @@ def per_datum_bounds(
 
 
 def _plate_size(trace, plate: str) -> int:
-    site = trace.nodes.get(plate)
-    if site is None or not site_is_subsample(site):
-        plates = sorted(n for n, s in trace.nodes.items() if site_is_subsample(s))
-        raise ValueError(
-            f"the model has no plate {plate!r}; its plates: {', '.join(plates) or 'none'}"
-        )
+    """The plate's size, after checking every latent site is inside it."""
+    size = plate_size(trace, plate)
     outside = [
         name
         for name, s in trace.nodes.items()
@@ -143,7 +139,7 @@ def _plate_size(trace, plate: str) -> int:
             f"latent site(s) {', '.join(outside)} are outside plate {plate!r}: a per-datum "
             "bound needs every latent site to belong to one datum"
         )
-    return int(site["fn"].size)
+    return size
 
 
 def _widest(trace, plate: str) -> int:

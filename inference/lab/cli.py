@@ -5,6 +5,9 @@
     vilab list
     vilab compare CASE|FILE.py [--methods M1,M2,...] [--quick] [--seed N] [--out DIR]
                                [--force] [--no-progress]
+    vilab compare vae [--epochs N] [--batch-size N] [--latent-size N] [--hidden N,...]
+                      [--elbo meanfield|trace] [--data-dir DIR] [--checkpoint PATH
+                      [--resume]] [--device cpu|cuda] [--lightning [--processes N]]
     vilab report DIR
     vilab --version
 
@@ -58,6 +61,81 @@ def _seed(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    return tuple(_positive(part) for part in text.split(","))
+
+
+TRAINING_OPTIONS = (
+    "epochs", "batch_size", "latent_size", "hidden", "elbo", "data_dir", "checkpoint",
+    "resume", "device", "lightning", "processes",
+)  # fmt: skip
+
+
+def _case(args):
+    """The case ``args`` name, with the VAE's training options applied."""
+    from inference.lab.cases import CaseFileError, case_from_file, get_case
+
+    given = [o for o in TRAINING_OPTIONS if getattr(args, o) not in (None, False)]
+    if given and args.case != "vae":
+        flag = "--" + given[0].replace("_", "-")
+        raise UsageError(f"{flag} applies to the vae case only")
+    try:
+        if args.case.endswith(".py"):
+            return case_from_file(args.case)
+        if not given:
+            return get_case(args.case)
+        return _vae_case(args)
+    except (CaseFileError, ValueError) as err:
+        raise UsageError(str(err)) from None
+
+
+def _vae_case(args):
+    from dataclasses import replace
+
+    from inference.isolation import resolve_device
+    from inference.lab.cases import vae_case
+    from inference.lab.vae_training import VAESettings
+
+    if args.resume and not args.checkpoint:
+        raise UsageError("--resume needs --checkpoint PATH")
+    if args.checkpoint:
+        exists = Path(args.checkpoint).exists()
+        if exists and not args.resume:
+            raise UsageError(
+                f"checkpoint {args.checkpoint!r} exists: add --resume to continue from it, "
+                "or remove it"
+            )
+        if args.resume and not exists:
+            raise UsageError(f"--resume: no checkpoint at {args.checkpoint!r}")
+    if args.processes and not args.lightning:
+        raise UsageError("--processes applies to --lightning training")
+    if args.lightning and args.checkpoint:
+        raise UsageError("--checkpoint applies to vilab's own training, not --lightning")
+    if args.device is not None:
+        resolve_device(args.device)  # a bad or absent device is a usage error
+    chosen = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "z_dim": args.latent_size,
+        "hidden": args.hidden,
+        "elbo": args.elbo,
+        "device": args.device,
+        "processes": (args.processes or 1) if args.lightning else None,
+    }
+    settings = replace(VAESettings(), **{k: v for k, v in chosen.items() if v is not None})
+    return vae_case(settings, data_dir=args.data_dir, checkpoint=args.checkpoint)
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -102,6 +180,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--force", action="store_true", help="write into a non-empty DIR")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    vae = run.add_argument_group("training (case vae)")
+    vae.add_argument("--epochs", type=_positive, metavar="N", help="epochs (default 100)")
+    vae.add_argument("--batch-size", type=_positive, metavar="N", help="images a step (128)")
+    vae.add_argument("--latent-size", type=_positive, metavar="N", help="z's size (default 8)")
+    vae.add_argument(
+        "--hidden", type=_sizes, metavar="N[,N...]", help="hidden layer widths (default 256)"
+    )
+    vae.add_argument("--elbo", choices=("meanfield", "trace"), help="the loss (meanfield)")
+    vae.add_argument("--data-dir", metavar="DIR", help="MNIST-style IDX files instead of digits")
+    vae.add_argument("--checkpoint", metavar="PATH", help="write the training's checkpoints here")
+    vae.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    vae.add_argument("--device", metavar="cpu|cuda", help="train on this device (default cpu)")
+    vae.add_argument("--lightning", action="store_true", help="train with PyTorch Lightning")
+    vae.add_argument(
+        "--processes", type=_positive, metavar="N", help="Lightning DDP processes (default 1)"
+    )
     rebuild = commands.add_parser(
         "report",
         help="rebuild the figures and report.html of a run from its saved files",
@@ -280,12 +374,7 @@ def json_failed(out) -> dict:
 
 
 def _command_compare(args) -> int:
-    from inference.lab.cases import CaseFileError, case_from_file, get_case
-
-    try:
-        case = case_from_file(args.case) if args.case.endswith(".py") else get_case(args.case)
-    except (CaseFileError, ValueError) as err:
-        raise UsageError(str(err)) from None
+    case = _case(args)
     methods = _methods(args.methods, case)
     out = _out_dir(args.out, case.name, args.force)
     progress = not args.no_progress and sys.stderr.isatty()

@@ -23,6 +23,8 @@ def fingerprint(model, guide, args, kwargs, settings: dict) -> dict:
     def describe(value):
         if isinstance(value, torch.Tensor):
             return f"tensor{tuple(value.shape)}:{value.dtype}"
+        if value is None or isinstance(value, bool | int | float | str):
+            return repr(value)  # a minibatch size, a number of components: its value matters
         return type(value).__name__
 
     return {

@@ -316,7 +316,6 @@ class _Run:
                 while state.step < num_steps and not state.converged:
                     info = svi_step(problem, state, first_call=first)
                     first = False
-                    check_interrupt()
                     bar.update()
                     if info.step % 50 == 0:
                         bar.set_postfix(
@@ -329,6 +328,9 @@ class _Run:
                     stop = callback is not None and callback(info) is True
                     if self.checkpoint is not None and state.step % self.checkpoint_every == 0:
                         save()
+                    # A Ctrl-C during the step or its callback lands here: every step in
+                    # the checkpoint the interruption writes has had its callback.
+                    check_interrupt()
                     if stop:
                         break
         except KeyboardInterrupt:

@@ -20,6 +20,7 @@ from inference.lab.cases.base import FULL, QUICK, Budget, Case
 from inference.lab.cases.gaussian import eight_schools_case, normal_case
 from inference.lab.cases.mixture import gauss_mix_1d_case, gmm_case, iris_case
 from inference.lab.cases.user import CaseFileError, case_from_file
+from inference.lab.cases.vae import vae_case
 from inference.lab.catalog import CASES, METHODS
 from inference.mcmc import NUTSResult, run_nuts
 from inference.sites import latent_sites, trace_model
@@ -37,6 +38,7 @@ __all__ = [
     "get_case",
     "method_datatree",
     "run_method",
+    "vae_case",
 ]
 
 _BUILDERS = {
@@ -46,6 +48,7 @@ _BUILDERS = {
     "gmm": gmm_case,
     "iris": iris_case,
     "gauss-mix-1d": gauss_mix_1d_case,
+    "vae": vae_case,
 }
 
 

@@ -60,6 +60,8 @@ class Case:
     to_tree: ``to_tree(case, method, result, budget, seed) -> DataTree`` where a family's
     trees need more than ``result.to_datatree()`` (relabelling, data), or None.
     metrics: ``metrics(method, tree) -> dict`` of extra methods-table columns, or None.
+    reference_method: a method whose draws are the reference when ``reference`` is None
+    (the VAE's ``nuts-latent``), or None.
     """
 
     name: str
@@ -80,6 +82,7 @@ class Case:
     runner: Callable | None = None
     to_tree: Callable | None = None
     metrics: Callable | None = None
+    reference_method: str | None = None
 
     @property
     def default_methods(self) -> tuple[str, ...]:
@@ -99,6 +102,7 @@ class Case:
             self.funnel,
             self.family,
             self.metrics,
+            self.reference_method,
         )
 
     def budget(self, quick: bool) -> Budget:

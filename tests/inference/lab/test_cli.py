@@ -16,7 +16,7 @@ import xarray as xr
 
 from inference.lab import cli
 from inference.lab.cases import METHODS, case_names, get_case
-from inference.lab.catalog import MIXTURE_METHODS
+from inference.lab.catalog import MIXTURE_METHODS, VAE_METHODS
 from inference.lab.report import METHOD_COLUMNS, PARAMETER_COLUMNS
 
 TIMEOUT_S = 600
@@ -121,7 +121,8 @@ def test_quick_compare_writes_every_output(quick_runs, case):
     assert list(methods.columns[: len(METHOD_COLUMNS)]) == list(METHOD_COLUMNS)
     assert list(params.columns[: len(PARAMETER_COLUMNS)]) == list(PARAMETER_COLUMNS)
     defaults = get_case(case).default_methods
-    family_methods = MIXTURE_METHODS if get_case(case).family == "mixture" else METHODS
+    family = get_case(case).family
+    family_methods = {"mixture": MIXTURE_METHODS, "vae": VAE_METHODS}.get(family, METHODS)
     assert (
         list(methods["method"]) == list(defaults) == [m for m in family_methods if m != "nuts-pyro"]
     )
@@ -131,10 +132,15 @@ def test_quick_compare_writes_every_output(quick_runs, case):
         assert (out / f"{method}.nc").is_file()
         assert method in run["stdout"]
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
-    assert {"elbo.png", "marginals.png", "forest.png", "nuts_energy.png"} <= set(figures)
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.count('<img src="data:image/png;base64,') == len(figures)
-    if get_case(case).family == "mixture":
+    if family == "vae":
+        names = ("training", "reconstructions", "prior_samples", "latent_2d", "posteriors", "gap")
+        assert {f"vae_{name}.png" for name in names} == set(figures)
+        assert "amortization_gap" in page and "sd_ratio" in page
+        return
+    assert {"elbo.png", "marginals.png", "forest.png", "nuts_energy.png"} <= set(figures)
+    if family == "mixture":
         assert {"clusters.png", "em_svi.png"} <= set(figures)
         assert "mean_loglik" in page
     else:
