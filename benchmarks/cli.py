@@ -3,7 +3,8 @@
 NUTS on non-centered eight schools, an enumerated Gaussian mixture and a badly scaled
 regression (:mod:`benchmarks.cases`), and a workload of four regressions
 (:mod:`benchmarks.workload`); SVI on eight schools; the mixture scaling study (EM,
-scikit-learn, SVI and NUTS from N = 1e3 to 1e7: :mod:`benchmarks.mixture_scaling`). Full
+scikit-learn, SVI and NUTS from N = 1e3 to 1e7: :mod:`benchmarks.mixture_scaling`); the
+VAE's training per epoch against plain PyTorch (:mod:`benchmarks.vae`). Full
 budgets by default (about 20 minutes on two cores); ``--quick`` for a check that the code
 runs (a few minutes). Prints the tables and writes ``results.json``.
 """
@@ -63,6 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--no-scaling", action="store_true", help="leave the mixture scaling study out"
     )
+    parser.add_argument("--no-vae", action="store_true", help="leave the VAE benchmark out")
     parser.add_argument(
         "--out",
         type=Path,
@@ -324,11 +326,19 @@ def main(argv=None) -> int:
         plan, figure = (ms.QUICK, ms.FIGURE_QUICK) if args.quick else (ms.FULL, ms.FIGURE)
         scaling = ms.run_study(plan, args.seed, args.threads, figure)
         _log(f"  mixture scaling study: {scaling['elapsed_s']:.1f} s")
+    vae = None
+    if not args.no_vae:
+        from benchmarks import vae as vae_bench
+
+        vae = vae_bench.run_study(vae_bench.QUICK if args.quick else vae_bench.FULL, args.seed)
+        _log(vae_bench.render(vae))
     nuts_frame = report.nuts_table([run.summary() for run in nuts])
     svi_frame = report.svi_table(summarise(svi))
     verdict = report.goals(nuts_frame, svi_frame, workload["total_s"], seeds)
     if scaling is not None:
         verdict["mixture_scaling_goals"] = scaling["goals"]
+    if vae is not None:
+        verdict["vae_goals"] = vae["goals"]
     if args.quick:
         print("--quick: budgets too small for these numbers to mean anything; see README.md\n")
     ess_over = {case.name: case.ess_over for case in CASES.values()}
@@ -347,6 +357,8 @@ def main(argv=None) -> int:
     extra = {"workload": workload, "mixture_seeds": seeds}
     if scaling is not None:
         extra["mixture_scaling"] = scaling
+    if vae is not None:
+        extra["vae"] = vae
     report.write_json(out, machine, settings, nuts_frame, svi_frame, verdict, extra)
     _log(f"wrote {out}")
     return 0

@@ -256,3 +256,21 @@ def test_the_epoch_start_steps_are_those_that_draw_a_permutation(monkeypatch):
         drew.append(len(drawn) > before)
     expected = mixture_scaling._epoch_starts(np.arange(1, 40), batch, size)
     assert drew[0] and np.array_equal(np.asarray(drew[1:]), expected)
+
+
+def test_vae_benchmark_runs_small_and_reports():
+    """Every trainer of the VAE benchmark for one epoch: rows, ratios, the IWAE timing."""
+    from benchmarks import vae
+
+    study = vae.run_study(vae.TINY)
+    names = [r["trainer"] for r in study["rows"]]
+    assert names[0] == "plain PyTorch" and len(names) == 4
+    assert study["rows"][0]["ratio_to_plain"] == 1.0
+    assert all(r["seconds_per_epoch"] > 0 for r in study["rows"])
+    # One epoch of the same network, loss and data: far from trained, and alike.
+    elbos = [r["test_elbo_per_image"] for r in study["rows"]]
+    assert max(elbos) - min(elbos) < 3.0 and max(elbos) < -24
+    assert (
+        study["iwae"]["images"] == 360 and study["iwae"]["mean_iwae"] >= study["iwae"]["mean_elbo"]
+    )
+    assert "goal" in vae.render(study)
