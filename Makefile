@@ -33,8 +33,11 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	@touch $(BENCH_STAMP)
 
+# `make demo CASE=vae` (or gmm, iris, ...) shows another case.
+CASE ?= eight-schools
+
 demo: $(STAMP)
-	$(VENV)/bin/vilab compare eight-schools --out runs/demo --force
+	$(VENV)/bin/vilab compare $(CASE) --out runs/demo --force
 	@echo "report: runs/demo/report.html"
 
 test: $(STAMP)
