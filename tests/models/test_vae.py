@@ -226,6 +226,7 @@ def test_latent_model_log_density_is_the_hand_computation():
 # The plain-PyTorch reference (benchmarks/vae_torch.py, same network, Adam 1e-3, batch
 # 128): test ELBO per image -21.14 ± 0.23 (sd over seeds) after 30 epochs, -27.9 after 1.
 REFERENCE_30_EPOCHS = -21.14
+IWAE_SEEDS = {1: 1, 10: 4, 100: 16, 1000: 4}  # k: seeds averaged (see the IWAE test)
 ABOVE = REFERENCE_30_EPOCHS - 0.8  # ~3.5 seed sds of slack
 
 
@@ -259,10 +260,13 @@ def test_thirty_epochs_reach_the_reference_and_one_epoch_does_not():
             decoder.model, encoder.guide, x_test, None, num_samples=100, seed=0
         )
         if epochs == 30:
-            by_k = [
-                per_datum_bounds(decoder.model, encoder.guide, x_test, num_samples=k, seed=1)
-                for k in (1, 10, 100, 1000)
-            ]
+            by_k = {
+                k: [
+                    per_datum_bounds(decoder.model, encoder.guide, x_test, num_samples=k, seed=s)
+                    for s in range(seeds)
+                ]
+                for k, seeds in IWAE_SEEDS.items()
+            }
     for bounds in results.values():
         assert bounds.elbo.shape == bounds.iwae.shape == (360,)
         assert (bounds.iwae >= bounds.elbo).all()
@@ -274,29 +278,13 @@ def test_thirty_epochs_reach_the_reference_and_one_epoch_does_not():
     # Measured (12 steps): ELBO -27.83, IWAE(100) -27.58: 6.8 nats below 30 epochs.
     assert results[1].elbo.mean() < results[30].elbo.mean() - 3
     # IWAE(k) >= ELBO for every image and every k (the same draws: Jensen), and its mean
-    # over the test set grows with k; measured (seed 1) -21.085, -20.716, -20.663, -20.651:
-    # steps of 0.37, 0.053 and 0.012 nats. The last is the smallest: the per-image IWAE(100)
-    # varies by a few hundredths of a nat between draws, so the mean over 360 images by a
-    # few thousandths, and 0.012 is several of those.
-    np.testing.assert_array_equal(by_k[0].iwae, by_k[0].elbo)
-    assert all((b.iwae >= b.elbo).all() for b in by_k)
-    means = [b.iwae.mean() for b in by_k]
-    assert means == sorted(means) and len(set(means)) == 4
-
-
-def test_constant_schedule_runs_the_whole_budget_and_the_seed_fixes_it():
-    x = torch.from_numpy(load_digits().x_train[:256])
-    first, _, _ = train(3, x, seed=0)
-    again, _, _ = train(3, x, seed=0)
-    other, _, _ = train(3, x, seed=1)  # other minibatches and draws, same start
-    assert len(first.losses) == math.ceil(3 * 256 / BATCH) == 6
-    assert not first.converged
-    assert first.settings["schedule"] == "constant"
-    np.testing.assert_array_equal(first.losses, again.losses)
-    assert not np.array_equal(first.losses, other.losses)
-
-
-def test_an_unknown_schedule_is_refused():
-    encoder, decoder = networks()
-    with pytest.raises(ValueError, match="unknown schedule 'cosine'"):
-        fit_svi(decoder.model, encoder.guide, binary_images(8), 4, num_steps=2, schedule="cosine")
+    # over the test set grows with k. One seed's mean IWAE(100) varies by 0.011 nats
+    # (sd over seeds, measured), as much as the expected gain from k = 100 to 1000
+    # (~0.009), so the means are averaged over seeds (IWAE_SEEDS) down to ~0.003.
+    # Measured: -21.068, -20.723, -20.664 (± 0.003), -20.651 (± 0.001) nats per image.
+    for k, runs in by_k.items():
+        assert all((b.iwae >= b.elbo).all() for b in runs)
+        if k == 1:
+            np.testing.assert_array_equal(runs[0].iwae, runs[0].elbo)
+    means = [np.mean([b.iwae.mean() for b in runs]) for runs in by_k.values()]
+    assert means == sorted(means) and len(set(means)) == 4, means
