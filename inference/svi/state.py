@@ -288,9 +288,14 @@ def svi_step(problem: Problem, state: SVIState, first_call: bool = False) -> Ste
     step = state.step
     lr = state.schedule.lr_at(step)
     indices = state.batches.next() if state.batches is not None else None
-    with poutine.trace(param_only=True) as capture:
+    if problem.jit and state.step > 0:
+        # Pyro's compiled loss refuses parameters created after its first call, so there
+        # is nothing new to look for (and the look costs ~10% of a small network's step).
         loss = _loss(problem, state, first_call, indices)
-    _add_params(state, capture.trace, lr)
+    else:
+        with poutine.trace(param_only=True) as capture:
+            loss = _loss(problem, state, first_call, indices)
+        _add_params(state, capture.trace, lr)
     value = float(loss.detach())
     if not math.isfinite(value):
         raise blow_up(f"the loss became {value}", step, state.losses)

@@ -17,6 +17,7 @@ SMOKE_TESTED = [
     "00_bring_your_own_model.ipynb",
     "01_gaussian_latent.ipynb",
     "02_mixture_em_vs_vi.ipynb",
+    "03_vae.ipynb",
 ]
 
 
