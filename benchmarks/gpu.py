@@ -1,6 +1,7 @@
 """The same fits on the CPU and on a GPU: agreement and timing (``python -m benchmarks.gpu``).
 
-Runs ``fit_svi`` (mvn, eight schools) and ``run_nuts`` (Gaussian latent model) with
+Runs ``fit_svi`` (mvn, eight schools), ``run_nuts`` (Gaussian latent model) and the VAE's
+training (10 epochs on the digits, networks and data on the device) with
 ``device="cpu"`` and, when torch sees one, ``device="cuda"``, and prints the posterior
 means and sds side by side with the wall-clock time. Without a GPU it says so and runs
 the CPU half, so the script itself is checked here; on a machine with one, run it as it is.
@@ -14,7 +15,9 @@ import time
 import torch
 
 from inference import fit_svi, run_nuts
+from inference.lab.vae_training import VAESettings, train_vae
 from models import eight_schools, gaussian_latent
+from models.images import load_digits
 
 
 def _fits(device: str) -> dict[str, tuple[float, float, float]]:
@@ -31,6 +34,10 @@ def _fits(device: str) -> dict[str, tuple[float, float, float]]:
     )
     z = mc.to_datatree().posterior["z"]
     out["nuts z"] = (float(z.mean()), float(z.std()), time.perf_counter() - start)
+    start = time.perf_counter()
+    vae = train_vae(load_digits(), VAESettings(epochs=10, device=device))
+    elbo = float(vae.test_elbo[-1])
+    out["vae test ELBO/image"] = (elbo, float("nan"), time.perf_counter() - start)
     return out
 
 

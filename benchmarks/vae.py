@@ -63,7 +63,7 @@ def _steady(epoch_seconds) -> float:
 def _vilab_uncompiled(data, epochs: int, seed: int):
     """``fit_svi`` as ``train_vae`` calls it, with ``jit=False``; epochs timed by callback."""
     from inference import fit_svi
-    from inference.lab.vae_training import build_networks, steps_for, test_elbo_per_image
+    from inference.lab.vae_training import build_networks, elbo_per_image, steps_for
 
     x = torch.as_tensor(data.x_train)
     decoder, encoder = build_networks(8, (256,), data.pixels, seed)
@@ -88,7 +88,7 @@ def _vilab_uncompiled(data, epochs: int, seed: int):
         jit=False,
         callback=callback,
     )
-    elbo = test_elbo_per_image(decoder, encoder, torch.as_tensor(data.x_test))
+    elbo = elbo_per_image(decoder, encoder, torch.as_tensor(data.x_test))
     return _steady(np.diff(marks)), elbo
 
 

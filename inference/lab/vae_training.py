@@ -87,15 +87,44 @@ class VAETraining:
     fit: object = field(repr=False, default=None)
     epoch_seconds: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
 
-    def state_dict(self) -> dict:
-        """The networks' weights and sizes, loadable with ``weights_only=True``."""
-        return {
-            "decoder": self.decoder.state_dict(),
-            "encoder": self.encoder.state_dict(),
+    def save(self, path) -> Path:
+        """Write the networks' sizes and weights to ``path`` (plain tensors: read back by
+        :func:`load_vae` with ``weights_only=True``, which never runs code)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": SAVED_FORMAT,
             "z_dim": self.decoder.z_dim,
             "hidden": list(self.decoder.hidden),
             "x_dim": self.decoder.x_dim,
+            "decoder": self.decoder.state_dict(),
+            "encoder": self.encoder.state_dict(),
         }
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+        return path
+
+
+SAVED_FORMAT = "vilab-vae"
+
+
+def load_vae(path) -> tuple[Decoder, Encoder]:
+    """The decoder and encoder saved by :meth:`VAETraining.save` (CPU, float32)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        raise ValueError(f"{str(path)!r} is not a saved vilab VAE, or holds code (refused, not "
+                         f"run): {type(err).__name__}") from None  # fmt: skip
+    if not isinstance(payload, dict) or payload.get("format") != SAVED_FORMAT:
+        raise ValueError(f"{str(path)!r} is not a saved vilab VAE")
+    decoder = Decoder(payload["z_dim"], tuple(payload["hidden"]), payload["x_dim"])
+    encoder = Encoder(payload["z_dim"], tuple(payload["hidden"]), payload["x_dim"])
+    decoder.load_state_dict(payload["decoder"])
+    encoder.load_state_dict(payload["encoder"])
+    return decoder, encoder
 
 
 def build_networks(z_dim: int, hidden, x_dim: int, seed: int) -> tuple[Decoder, Encoder]:
@@ -110,10 +139,18 @@ def steps_for(epochs: float, size: int, batch: int) -> int:
     return math.ceil(epochs * size / batch - 1e-9)
 
 
-def test_elbo_per_image(decoder, encoder, x_test: torch.Tensor, num_samples=EVAL_SAMPLES) -> float:
-    """Mean over the test images of each image's ELBO (nats), fixed seed."""
+def elbo_per_image(decoder, encoder, x_test: torch.Tensor, num_samples=EVAL_SAMPLES) -> float:
+    """Mean over the images ``x_test`` of each image's ELBO (nats), fixed seed; images
+    of another size than the decoder's, or not binary, are refused."""
+    x_test = torch.as_tensor(check_images(x_test, decoder.x_dim, what="images"))
+    device = next(decoder.parameters()).device
     bounds = per_datum_bounds(
-        decoder.model, encoder.guide, x_test, num_samples=num_samples, seed=EVAL_SEED
+        decoder.model,
+        encoder.guide,
+        x_test,
+        num_samples=num_samples,
+        seed=EVAL_SEED,
+        device=device,
     )
     return float(bounds.elbo.mean())
 
@@ -133,6 +170,9 @@ def train_vae(
     if batch > size:
         raise ValueError(f"batch size {batch} is larger than the {size} training images")
     decoder, encoder = build_networks(settings.z_dim, settings.hidden, data.pixels, seed)
+    if settings.device != "cpu" and settings.processes is None:
+        decoder.to(settings.device)  # fit_svi moves the data; the networks are the model's
+        encoder.to(settings.device)
     if settings.processes is not None:
         if checkpoint is not None:
             raise ValueError("checkpoints are vilab's own training's, not Lightning's")
@@ -154,7 +194,7 @@ def train_vae(
             return
         start = time.perf_counter()
         epoch_seconds.append(start - clock[0])
-        history.test_elbo.append(test_elbo_per_image(decoder, encoder, x_test))
+        history.test_elbo.append(elbo_per_image(decoder, encoder, x_test))
         history.save(checkpoint)
         clock[0] = time.perf_counter()
         evaluating[0] += clock[0] - start
@@ -224,7 +264,7 @@ def _train_lightning(decoder, encoder, x_train, x_test, settings, seed, progress
     decoder.cpu()
     encoder.cpu()
     test_elbo = np.full(settings.epochs, np.nan)
-    test_elbo[-1] = test_elbo_per_image(decoder, encoder, x_test)
+    test_elbo[-1] = elbo_per_image(decoder, encoder, x_test)
     return VAETraining(
         decoder=decoder,
         encoder=encoder,
