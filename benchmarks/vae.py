@@ -19,8 +19,8 @@ the table reports each trainer's median over runs, the ratio to plain PyTorch, a
 test ELBO per image (the same seed: equal within noise).
 Then the per-image IWAE bound with k = 1000 on the whole test set, timed.
 
-``python -m benchmarks.vae [--quick]`` runs it alone; ``python -m benchmarks`` runs it
-among the rest.
+``python -m benchmarks.vae [--quick] [--write]`` runs it alone (``--write`` puts it into
+``results.json``); ``python -m benchmarks`` runs it among the rest.
 """
 
 import argparse
@@ -184,15 +184,39 @@ def render(study: dict) -> str:
     return "\n".join(lines)
 
 
+def write_results(study: dict, path, machine: dict) -> None:
+    """Put the study into ``path`` (``results.json``) under ``vae`` and its goal under
+    ``goals.vae_goals``, leaving the other benchmarks' entries."""
+    import json
+    from pathlib import Path
+
+    from benchmarks.report import _plain
+
+    path = Path(path)
+    payload = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    payload["vae"] = _plain({"machine": machine, **study})
+    payload.setdefault("goals", {})["vae_goals"] = _plain(study["goals"])
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.vae", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="5 epochs, one run each")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--write", action="store_true", help="put the study into results.json")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(render(run_study(QUICK if args.quick else FULL, args.seed)))
+    study = run_study(QUICK if args.quick else FULL, args.seed)
+    print(render(study))
+    if args.write:
+        from pathlib import Path
+
+        from benchmarks.machine import machine_info
+
+        name = "results-quick.json" if args.quick else "results.json"
+        write_results(study, Path(__file__).resolve().parent / name, machine_info())
     return 0
 
 
