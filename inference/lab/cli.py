@@ -317,6 +317,9 @@ METHOD_FORMATS = {
     "max_r_hat": "{:.3f}",
     "ess_bulk_per_s": "{:.3g}",
     "num_steps": "{:d}",
+    "test_elbo_per_image": "{:.3f}",
+    "approximation_gap": "{:.3f}",
+    "amortization_gap": "{:.3f}",
 }
 
 
