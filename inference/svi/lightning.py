@@ -61,7 +61,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.transforms import biject_to
-from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO
 from torch import nn
 from torch.distributions import constraints
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
@@ -70,6 +70,7 @@ from inference.isolation import Room, cast, check_seed, prepare
 from inference.sites import plate_size, trace_model
 from inference.subsample import FirstIndices, GivenSubsample
 from inference.svi.batches import epoch_seed
+from inference.svi.elbos import ELBOS, make_elbo
 from inference.validation import check_positive_float, check_positive_int
 
 try:
@@ -82,7 +83,6 @@ __all__ = ["LightningFit", "fit_svi_lightning"]
 
 MISSING = "Lightning training needs the optional extra: pip install 'vilab[lightning]'"
 
-ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "enum": TraceEnum_ELBO}
 
 THREADS_PER_PROCESS = 1  # as inference.isolation.NUM_THREADS: one process, one core
 
@@ -179,7 +179,9 @@ def fit_svi_lightning(
     num_epochs = check_positive_int("num_epochs", num_epochs)
     batch_size = check_positive_int("batch_size", batch_size)
     lr, seed = check_positive_float("lr", lr), check_seed(seed)
-    loss = _make_elbo(elbo)
+    if not isinstance(elbo, ELBO) and elbo not in ELBOS:
+        raise ValueError(f"elbo must be one of {', '.join(ELBOS)} or a pyro.infer.ELBO")
+    loss = make_elbo(elbo)
     room = Room(seed, dtype=torch.float32, num_threads=None)
     args, kwargs = prepare(tuple(model_args), dict(model_kwargs or {}), room)
     start = time.perf_counter()
@@ -224,14 +226,6 @@ def fit_svi_lightning(
         batch_size=batch_size,
         num_epochs=num_epochs,
     )
-
-
-def _make_elbo(elbo) -> ELBO:
-    if isinstance(elbo, ELBO):
-        return elbo
-    if elbo not in ELBOS:
-        raise ValueError(f"elbo must be one of {', '.join(ELBOS)} or a pyro.infer.ELBO")
-    return ELBOS[elbo]()
 
 
 def _plate_size(model, plate: str, args: tuple, kwargs: dict) -> int:

@@ -6,7 +6,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from inference.svi.fit import _make_elbo
+from inference.svi.elbos import make_elbo
 
 
 def model(x):
@@ -22,8 +22,8 @@ def guide(x):
 
 def test_meanfield_jit_compiles_once_and_matches_eager():
     x = torch.linspace(-1, 1, 5, dtype=torch.float64)
-    compiled = _make_elbo("meanfield", 1, 1, jit=True)
-    eager = _make_elbo("meanfield", 1, 1, jit=False)
+    compiled = make_elbo("meanfield", 1, 1, jit=True)
+    eager = make_elbo("meanfield", 1, 1, jit=False)
     pyro.clear_param_store()
     values = [float(compiled.differentiable_loss(model, guide, x)) for _ in range(3)]
     assert len(compiled._differentiable_loss.compiled) == 1  # one trace, reused
